@@ -1,0 +1,176 @@
+"""The `sweep:` section: axes -> the cartesian grid of resolved run configs.
+
+An axis is any config field by its dotted name (`optimizer.name`, or the short names `lr`,
+`batch_size`, `seed`). Values are a list or a generator:
+    {logspace: [lo, hi, n]}   n values geometrically spaced from lo to hi inclusive (np.geomspace)
+    {linspace: [lo, hi, n]}   n values evenly spaced from lo to hi inclusive
+    {range: [start, stop, step]}  start, start+step, ... up to and including stop when it lands on it
+A `zip:` group (a mapping, or a list of mappings) pairs its axes element-wise.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import (
+    RunConfig, apply_overrides, check_unknown_keys, expand_short, load_yaml,
+    parse_run_config, set_dotted,
+)
+from .errors import ConfigError
+
+GENERATORS = ("logspace", "linspace", "range")
+# Fields that do not change a run's numbers, so they do not change its id.
+NON_IDENTITY = (("name",), ("train", "device"))
+
+
+@dataclass
+class RunSpec:
+    """One cell of the grid."""
+    run_id: str
+    axes: dict[str, Any]  # axis name as written -> value
+    config: RunConfig
+
+
+@dataclass
+class Sweep:
+    name: str
+    raw: dict  # the resolved YAML (overrides applied), saved next to the results
+    axes: list[list[tuple[str, list]]]  # independent groups; a zip group has several axes
+    runs: list[RunSpec] = field(default_factory=list)
+
+    @property
+    def axis_names(self) -> list[str]:
+        return [name for group in self.axes for name, _ in group]
+
+
+def _clean(v: Any) -> Any:
+    """numpy scalars -> Python; floats within 1e-9 of an integer -> that integer (for batch sizes)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and abs(v - round(v)) < 1e-9 * max(1.0, abs(v)):
+        return int(round(v))
+    if isinstance(v, float):
+        return float(f"{v:.12g}")  # 0.30000000000000004 -> 0.3, for readable tables and stable ids
+    return v
+
+
+def axis_values(name: str, spec: Any) -> list:
+    where = f"sweep.{name}"
+    if isinstance(spec, dict):
+        if len(spec) != 1 or next(iter(spec)) not in GENERATORS:
+            raise ConfigError(where, f"expected a list or one of ({', '.join(GENERATORS)}), got {spec!r}")
+        kind, args = next(iter(spec.items()))
+        if not isinstance(args, list) or len(args) != 3 or not all(isinstance(a, (int, float)) for a in args):
+            raise ConfigError(f"{where}.{kind}", f"expected [start, stop, {'n' if kind != 'range' else 'step'}], got {args!r}")
+        lo, hi, third = args
+        if kind == "range":
+            if third == 0 or (hi - lo) * third < 0:
+                raise ConfigError(f"{where}.range", f"step must move from start towards stop, got {args}")
+            n = int(np.floor((hi - lo) / third + 1e-9)) + 1
+            values = [lo + i * third for i in range(n)]
+        else:
+            if int(third) != third or third < 1:
+                raise ConfigError(f"{where}.{kind}", f"n must be an integer >= 1, got {third!r}")
+            if kind == "logspace" and (lo <= 0 or hi <= 0):
+                raise ConfigError(f"{where}.logspace", f"bounds must be > 0 (values, not exponents), got {args}")
+            fn = np.geomspace if kind == "logspace" else np.linspace
+            values = list(fn(lo, hi, int(third)))
+    elif isinstance(spec, list):
+        values = spec
+    else:
+        values = [spec]
+    if not values:
+        raise ConfigError(where, "empty axis: give at least one value")
+    return [_clean(v) for v in values]
+
+
+def _parse_axes(sweep_raw: Any) -> list[list[tuple[str, list]]]:
+    if sweep_raw is None:
+        return []
+    if not isinstance(sweep_raw, dict):
+        raise ConfigError("sweep", f"expected a mapping of axis -> values, got {sweep_raw!r}")
+    groups: list[list[tuple[str, list]]] = []
+    for name, spec in sweep_raw.items():
+        if name == "zip":
+            zips = spec if isinstance(spec, list) else [spec]
+            for i, z in enumerate(zips):
+                if not isinstance(z, dict) or not z:
+                    raise ConfigError("sweep.zip", f"expected a mapping of axis -> values, got {z!r}")
+                group = [(n, axis_values(n, s)) for n, s in z.items()]
+                lengths = {n: len(v) for n, v in group}
+                if len(set(lengths.values())) > 1:
+                    raise ConfigError("sweep.zip", f"zipped axes must have equal lengths, got {lengths}")
+                groups.append(group)
+        else:
+            groups.append([(str(name), axis_values(str(name), spec))])
+    seen: set[str] = set()
+    for group in groups:
+        for n, _ in group:
+            full = expand_short(n)
+            if full in seen:
+                raise ConfigError(f"sweep.{n}", "axis given twice")
+            seen.add(full)
+    return groups
+
+
+def run_id(config: RunConfig) -> str:
+    d = config.model_dump(mode="json")
+    for path in NON_IDENTITY:
+        node = d
+        for p in path[:-1]:
+            node = node[p]
+        node.pop(path[-1], None)
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def build_sweep(raw: dict, overrides: list[str] | None = None) -> Sweep:
+    raw = apply_overrides(copy.deepcopy(raw), overrides or [])
+    base = {k: v for k, v in raw.items() if k != "sweep"}
+    base_cfg = parse_run_config(base)
+    groups = _parse_axes(raw.get("sweep"))
+
+    # Check each axis value alone first, so an error names the axis and the value.
+    for group in groups:
+        for name, values in group:
+            for v in values:
+                cell = copy.deepcopy(base)
+                set_dotted(cell, expand_short(name), v)
+                try:
+                    check_unknown_keys(cell, RunConfig)
+                    parse_run_config(cell)
+                except ConfigError as e:
+                    if e.path == expand_short(name):
+                        raise ConfigError(f"sweep.{name}", f"{e.message}") from None
+                    raise ConfigError(f"sweep.{name}", f"value {v!r}: {e}") from None
+
+    runs: list[RunSpec] = []
+    seen: set[str] = set()
+    for combo in itertools.product(*[range(len(g[0][1])) for g in groups]):
+        cell = copy.deepcopy(base)
+        axes: dict[str, Any] = {}
+        for group, i in zip(groups, combo):
+            for name, values in group:
+                set_dotted(cell, expand_short(name), values[i])
+                axes[name] = values[i]
+        try:
+            cfg = parse_run_config(cell)
+        except ConfigError as e:
+            raise ConfigError(e.path, f"{e.message} (in the grid cell {axes})") from None
+        rid = run_id(cfg)
+        if rid in seen:  # duplicate grid points (e.g. a value listed twice) run once
+            continue
+        seen.add(rid)
+        runs.append(RunSpec(rid, axes, cfg))
+    return Sweep(name=base_cfg.name, raw=raw, axes=groups, runs=runs)
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
+    return build_sweep(load_yaml(path), overrides)

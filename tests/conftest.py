@@ -1,0 +1,43 @@
+"""Shared fixtures: small sweep files on the generated `synthetic` dataset (no downloads)."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+BASE = {
+    "name": "tiny",
+    "dataset": {"name": "synthetic", "synthetic": {"n_train": 256, "n_val": 128, "classes": 4, "shape": [1, 8, 8]}},
+    "model": {"name": "mlp", "hidden": [32]},
+    "optimizer": {"name": "sgd", "momentum": 0.9},
+    "train": {"steps": 20, "eval_every": 10, "seed": 0, "device": "cpu"},
+    "sweep": {"batch_size": [16, 32], "lr": [0.01, 0.1]},
+}
+
+
+def make_config(**changes) -> dict:
+    """BASE with dotted-key changes, e.g. make_config(**{"train.steps": 5})."""
+    raw = copy.deepcopy(BASE)
+    for key, value in changes.items():
+        node = raw
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        if value is None:
+            node.pop(parts[-1], None)
+        else:
+            node[parts[-1]] = value
+    return raw
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    def write(raw: dict | None = None, name: str = "sweep.yaml", **changes) -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(raw if raw is not None else make_config(**changes), sort_keys=False))
+        return path
+    return write
