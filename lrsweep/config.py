@@ -114,7 +114,7 @@ class ScheduleConfig(_Strict):
     warmup_epochs: float = Field(0.0, ge=0)
     warmup_start_factor: float = Field(0.0, ge=0, le=1)
     # Caffe policies (science.md section 4)
-    gamma: float = Field(0.1, gt=0)
+    gamma: float = 0.1  # > 0; sigmoid may take < 0 (Caffe's decaying sigmoid)
     power: float = Field(1.0, ge=0)
     stepsize: Optional[int] = Field(None, ge=1)  # default: a third of the (post-warmup) steps
     stepvalues: list[int] = Field(default_factory=list)
@@ -138,6 +138,12 @@ class ScheduleConfig(_Strict):
     threshold: float = Field(1e-4, ge=0)
     threshold_mode: Literal["rel", "abs"] = "rel"
     cooldown: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _gamma(self):
+        if not (self.gamma > 0 or (self.name == "sigmoid" and self.gamma < 0)):
+            raise ValueError(f"gamma must be > 0 (or < 0 for a decaying sigmoid), got {self.gamma}")
+        return self
 
     @field_validator("stepvalues")
     @classmethod

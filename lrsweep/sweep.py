@@ -7,18 +7,15 @@ Progress is reported through `callback(event, **info)`; this module never prints
 """
 from __future__ import annotations
 
-import datetime as _dt
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
-
 from . import storage
-from .datasets import check_available, load_data
+from .datasets import check_available
+from .engine import run_group
 from .grid import RunSpec, Sweep
-from .train import FAILED, budget, resolve_device, train
+from .train import resolve_device
 
 Callback = Callable[..., None]
 
@@ -35,27 +32,6 @@ def sweep_dir_for(sweep: Sweep, out_root: str | Path = "runs") -> Path:
     return Path(out_root) / sweep.name
 
 
-def result_record(spec: RunSpec, status: str, summary: dict, error: Optional[str]) -> dict:
-    """result.json: status, axes, headline metrics; *_to_target = the train-loss target if set, else val-acc."""
-    cfg = spec.config
-    rec = {"run_id": spec.run_id, "status": status, "error": error, "axes": spec.axes,
-           "optimizer": cfg.optimizer.name, "schedule": cfg.schedule.name, "model": cfg.model.name,
-           "dataset": cfg.dataset.name, "seed": cfg.train.seed, "batch_size": cfg.train.batch_size,
-           "nominal_lr": cfg.optimizer.lr, "lr": cfg.effective_lr, **summary}
-    targets = summary.get("targets") or {}
-    for name in ("train_loss", "val_acc"):
-        hit = targets.get(name) or {}
-        rec[f"steps_to_{name}"] = hit.get("step")
-        rec[f"examples_to_{name}"] = hit.get("examples")
-        rec[f"time_to_{name}"] = hit.get("seconds")
-    primary = "train_loss" if targets.get("train_loss") else "val_acc"
-    for k in ("steps", "examples", "time"):
-        rec[f"{k}_to_target"] = rec[f"{k}_to_{primary}"]
-    rec["torch_version"] = torch.__version__
-    rec["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return rec
-
-
 def pending_runs(sweep: Sweep, sweep_dir: Path) -> list[RunSpec]:
     done = storage.finished_ids(sweep_dir)
     return [r for r in sweep.runs if r.run_id not in done]
@@ -70,27 +46,6 @@ def preflight(sweep: Sweep) -> None:
             seen.add(key)
             check_available(spec.config.dataset)
         resolve_device(spec.config.train.device)
-
-
-def run_one(spec: RunSpec, sweep_dir: Path, callback: Optional[Callback] = None) -> dict:
-    """Train one run and write its folder. Exceptions inside training become a `failed` record."""
-    cfg = spec.config
-    notify = callback or (lambda *a, **k: None)
-    device = resolve_device(cfg.train.device)
-    data = load_data(cfg.dataset, device)
-    budget(cfg, len(data.train_y))  # a ConfigError here is the user's to fix: let it out
-    try:
-        outcome = train(cfg, data, device, on_step=lambda s, n, l, lr: notify("step", step=s, total=n, loss=l, lr=lr))
-        status, error, summary = outcome.status, outcome.error, outcome.summary
-        metrics, evals = outcome.metrics, outcome.evals
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as e:  # e.g. CUDA out of memory: record it, the sweep goes on
-        status, error, summary, metrics, evals = FAILED, f"{type(e).__name__}: {e}", {}, {}, {}
-        summary["traceback"] = traceback.format_exc(limit=5)
-    result = result_record(spec, status, summary, error)
-    storage.save_run(sweep_dir, spec.run_id, cfg.model_dump(mode="json"), metrics, evals, result)
-    return result
 
 
 def run_sweep(sweep: Sweep, out_root: str | Path = "runs", callback: Optional[Callback] = None,
@@ -111,7 +66,9 @@ def run_sweep(sweep: Sweep, out_root: str | Path = "runs", callback: Optional[Ca
         try:
             for i, spec in enumerate(todo):
                 notify("run_start", spec=spec, index=i, pending=len(todo))
-                result = run_one(spec, sweep_dir, notify)
+                record = next(iter(run_group([spec], on_step=notify)))
+                storage.save_run(sweep_dir, record.run_id, record.config, record.metrics, record.evals, record.result)
+                result = record.result
                 counts[result["status"]] = counts.get(result["status"], 0) + 1
                 storage.rebuild_index(sweep_dir)
                 notify("run_end", spec=spec, result=result)

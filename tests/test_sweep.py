@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lrsweep import storage, sweep as sweep_mod
+from lrsweep import engine as engine_mod, storage, sweep as sweep_mod
 from lrsweep.errors import LockedError
 from lrsweep.grid import build_sweep
 from lrsweep.records import load_runs
@@ -62,21 +62,21 @@ def test_divergence_is_caught_and_the_sweep_goes_on(tmp_path):
 
 
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    real = sweep_mod.train
+    real = engine_mod.train
 
     def flaky(cfg, *a, **k):
         if cfg.optimizer.lr == 0.1:
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(cfg, *a, **k)
 
-    monkeypatch.setattr(sweep_mod, "train", flaky)
+    monkeypatch.setattr(engine_mod, "train", flaky)
     out = run(make_config(sweep={"lr": [0.01, 0.1]}), tmp_path)
     df, _ = load_runs(out.sweep_dir)
     failed = df[df.status == "failed"]
     assert len(failed) == 1 and "out of memory" in failed.iloc[0]["error"]
     assert (df.status == "complete").sum() == 1
     # failed runs are kept on a rerun, and redone with retry
-    monkeypatch.setattr(sweep_mod, "train", real)
+    monkeypatch.setattr(engine_mod, "train", real)
     again = run(make_config(sweep={"lr": [0.01, 0.1]}), tmp_path)
     assert again.skipped == 2 and again.counts == {}
     retried = run(make_config(sweep={"lr": [0.01, 0.1]}), tmp_path, retry=("failed",))
