@@ -17,8 +17,9 @@ from .errors import UserError
 
 app = typer.Typer(help="Which learning rate goes with which batch size? Sweep, measure, fit.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console()
-err_console = Console(stderr=True)
+# Logs and CI are not terminals: rich would wrap at 80 columns; give tables room instead.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 STATE = {"debug": False}
 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key=value (YAML value). Repeatable.")]
@@ -107,8 +108,16 @@ def plan(config: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
 def run(config: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
         set_: SetOpt = None, out: OutOpt = Path("runs"),
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Rerun failed runs.")] = False,
-        metric: Annotated[str, typer.Option(help="Metric for the closing best-LR table.")] = "final_val_acc"):
+        retry_diverged: Annotated[bool, typer.Option("--retry-diverged", help="Rerun diverged runs (divergence is a result: only when asked).")] = False,
+        metric: Annotated[str, typer.Option(help="Metric for the closing best-LR table.")] = "final_val_acc",
+        workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes (default: one per GPU; on CPU one single-threaded worker per core; 1 = in this process).")] = None,
+        devices: Annotated[Optional[str], typer.Option("--devices", help="GPU ids the workers are pinned to, e.g. 0,2,3.")] = None,
+        executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
+        address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster: auto or ray://host:port (default: start a local Ray).")] = None,
+        gpus_per_task: Annotated[Optional[float], typer.Option("--gpus-per-task", help="GPUs per Ray task; fractions share a GPU (default: 1 if runs use CUDA, else 0).")] = None,
+        max_retries: Annotated[int, typer.Option("--max-retries", help="Retries of a run whose worker dies, before it is marked failed.")] = 2):
     """Train every grid cell not yet finished; print the best LR per batch size."""
+    from .executor import make_executor
     from .grid import load_sweep
     from .progress import make_progress
     from .records import load_runs
@@ -117,9 +126,12 @@ def run(config: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
 
     check_metric(metric)
     sweep = load_sweep(config, set_ or [])
+    retry = ("failed",) * retry_failed + ("diverged",) * retry_diverged
+    pool = make_executor(sweep.runs, executor, workers=workers, devices=devices, max_retries=max_retries,
+                         address=address, gpus_per_task=gpus_per_task)
     progress = make_progress(console)
     try:
-        outcome = run_sweep(sweep, out, progress, retry=("failed",) if retry_failed else ())
+        outcome = run_sweep(sweep, out, progress, retry=retry, executor=pool)
     finally:
         progress.close()
     counts = ", ".join(f"{v} {k}" for k, v in outcome.counts.items()) or "nothing new"
@@ -133,25 +145,125 @@ def run(config: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
 @guarded
 def summarize(paths: Annotated[list[Path], typer.Argument(help="Sweep folder(s), or a folder of sweeps.")],
               metric: Annotated[str, typer.Option(help="Metric that picks the best LR.")] = "final_val_acc",
-              out: Annotated[Optional[Path], typer.Option("--out", help="Where to write best_lr.csv (default: <sweep>/report/).")] = None,
-              format_: Annotated[str, typer.Option("--format", help="table, csv, json or markdown.")] = "table"):
-    """Best LR per batch size (mean ± std over seeds), written as CSV."""
-    from .records import load_runs
-    from .summary import best_lr_table, check_metric
+              target: Annotated[Optional[list[float]], typer.Option("--target", help="Train-loss target for S, E and the critical batch size. Repeatable. Default: the sweep's target_train_loss.")] = None,
+              tolerance: Annotated[Optional[float], typer.Option("--tolerance", help="Flat range: LRs within this fraction of the best (default 0.01 for accuracies, 0.05 otherwise).")] = None,
+              after_steps: Annotated[int, typer.Option("--after-steps", help="Steps after the target for loss_drop_after_target.")] = 10,
+              out: Annotated[Optional[Path], typer.Option("--out", help="Report folder (default: <first path>/report/).")] = None,
+              format_: Annotated[str, typer.Option("--format", help="table, csv, json or markdown (the best-LR table on stdout).")] = "table",
+              plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the PNG figures.")] = True):
+    """Best LR per batch size, sub-grid optimum, scaling-law fits, critical batch size; writes report/."""
+    from .report import build_report, write_report
 
     check_choice("--format", format_, ("table", "csv", "json", "markdown"))
-    check_metric(metric)
-    df, warnings = load_runs(paths)
-    for w in warnings:
-        err_console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
-    table = best_lr_table(df, metric)
+    report = build_report(paths, metric, targets=target, tolerance=tolerance, after_steps=after_steps)
     out_dir = out or Path(paths[0]) / "report"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    from .storage import atomic_write
-    atomic_write(out_dir / "best_lr.csv", table.to_csv(index=False))
-    print_frame(table, title=f"best LR per batch size by {metric}", fmt_out=format_)
-    if format_ == "table":
-        console.print(f"wrote {out_dir / 'best_lr.csv'}")
+    written = write_report(report, out_dir, with_plots=plots)
+    best = report.table("best")
+    skipped = [w for w in report.warnings if w.startswith("skipped ")]
+    notes = [w for w in report.warnings if w not in skipped] + [w for g in report.groups for w in g.warnings]
+    for w in skipped if format_ != "table" else skipped + notes:  # scripts get data on stdout only
+        err_console.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
+    if format_ != "table":
+        print_frame(best, fmt_out=format_)
+        return
+    cols = [c for c in best.columns if c in report.groups[0].keys] + [
+        "batch_size", "best_lr", "lr_opt", metric, "std", "n_seeds", "flat_lo", "flat_hi", "edge", "n_diverged", "n_failed"]
+    print_frame(best[cols], title=f"best LR per batch size by {metric} (lr_opt: interpolated; flat: within {report.tolerance:g} of best)")
+    fits = report.table("fits")
+    if not fits.empty:
+        fits = fits.assign(params=[", ".join(f"{k}={v:.3g}" for k, v in p.items()) for p in fits["params"]])
+        print_frame(fits[[c for c in fits.columns if c in report.groups[0].keys] + ["rank", "law", "params", "rms_log10", "se_log10"]],
+                    title="optimal LR vs batch size: fitted laws (errors in decades of LR)")
+    crit = report.table("critical")
+    if not crit.empty:
+        print_frame(crit.drop(columns=["note"]), title="critical batch size per train-loss target")
+    console.print(f"wrote {out_dir / 'report.md'} and {len(written) - 1} more files")
+
+
+@app.command()
+@guarded
+def predict(paths: Annotated[list[Path], typer.Argument(help="Sweep folder(s), or a folder of sweeps.")],
+            batch_size: Annotated[list[float], typer.Option("--batch-size", help="Batch size to predict for. Repeatable.")],
+            metric: Annotated[str, typer.Option(help="Metric that picks the best LR.")] = "final_val_acc",
+            law: Annotated[Optional[str], typer.Option("--law", help="Use this law instead of the best ranked: linear, sqrt, power, surge, linear_rule, sqrt_rule.")] = None,
+            format_: Annotated[str, typer.Option("--format", help="table or json.")] = "table"):
+    """The optimal LR at a new batch size, from the best-fitting scaling law."""
+    from .fits import LAWS, RULES
+    from .report import build_report, predict as predict_lr
+
+    check_choice("--format", format_, ("table", "json"))
+    if law is not None:
+        check_choice("--law", law, (*LAWS, *RULES))
+    bad = [b for b in batch_size if not b > 0]
+    if bad:
+        raise UserError(f"--batch-size: expected a number > 0, got {bad[0]:g}")
+    report = build_report(paths, metric, curves=False)
+    table = predict_lr(report, batch_size, law)
+    if format_ == "json":
+        sys.stdout.write(table.to_json(orient="records", indent=2) + "\n")
+        return
+    for w in report.warnings:
+        if w.startswith("skipped "):
+            err_console.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
+    shown = table.assign(params=[", ".join(f"{k}={v:.3g}" for k, v in p.items()) for p in table["params"]])
+    print_frame(shown.drop(columns=["warning", "formula"]), title=f"predicted optimal LR (best LR by {metric})")
+    for w in table["warning"]:
+        if w:
+            err_console.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
+
+
+@app.command("range-test")
+@guarded
+def range_test(config: Annotated[Path, typer.Argument(help="Sweep YAML file: its base config is tested.")],
+               batch_size: Annotated[Optional[list[int]], typer.Option("--batch-size", help="Repeatable. Default: the sweep's batch sizes.")] = None,
+               min_lr: Annotated[float, typer.Option("--min-lr", help="First LR of the ramp.")] = 1e-7,
+               max_lr: Annotated[float, typer.Option("--max-lr", help="Last LR of the ramp.")] = 10.0,
+               steps: Annotated[Optional[int], typer.Option("--steps", help="Ramp length in steps (default 100).")] = None,
+               epochs: Annotated[Optional[float], typer.Option("--epochs", help="Ramp length in epochs instead.")] = None,
+               mode: Annotated[str, typer.Option("--mode", help="LR ramp: exp or linear.")] = "exp",
+               val: Annotated[bool, typer.Option("--val", help="Validation loss and accuracy after every step (slower).")] = False,
+               smooth: Annotated[float, typer.Option("--smooth", help="EMA factor of the smoothed loss.")] = 0.98,
+               diverge: Annotated[float, typer.Option("--diverge", help="Stop when smoothed loss > this x best.")] = 4.0,
+               suggest: Annotated[str, typer.Option("--suggest", help="Suggestion listed first and used for the sweep: valley, steepest, minimum/10, clr-upper, clr-lower/3, clr-lower/4.")] = "valley",
+               emit_sweep: Annotated[Optional[Path], typer.Option("--emit-sweep", help="Write a sweep YAML with LRs centred on the suggestions.")] = None,
+               out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default runs/<name>/range_test).")] = None,
+               format_: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+               set_: SetOpt = None):
+    """LR range test: ramp the LR, record the loss, suggest LRs (one curve per batch size)."""
+    from rich.progress import Progress
+
+    from .rangetest import emit_sweep as write_sweep, load_base, run_range_test, save
+
+    check_choice("--format", format_, ("table", "json"))
+    base, sizes, raw, ignored = load_base(config, set_ or [])
+    progress = Progress(console=err_console, transient=True, disable=not err_console.is_terminal)
+    tasks: dict = {}
+
+    def on_event(event, **info):
+        b = info["batch_size"]
+        if event == "start":
+            tasks[b] = progress.add_task(f"B={b}", total=info["steps"])
+        elif event == "step":
+            progress.update(tasks[b], completed=info["step"], description=f"B={b} lr {info['lr']:.2g} loss {info['loss']:.3g}")
+
+    with progress:
+        test = run_range_test(base, batch_size or sizes, min_lr=min_lr, max_lr=max_lr, steps=steps, epochs=epochs,
+                              mode=mode, val=val, smooth=smooth, diverge=diverge, suggest_name=suggest, on_event=on_event)
+    paths = save(test, out or Path("runs") / base.name / "range_test")
+    if emit_sweep:
+        write_sweep(raw, test, emit_sweep)
+    if format_ == "json":
+        sys.stdout.write(paths["json"].read_text())
+        return
+    if ignored:
+        console.print(f"note: the test uses the base config; sweep axes {', '.join(ignored)} are ignored")
+    print_frame(test.suggestion_table(), title=f"{test.name}: LR suggestions ({suggest} first)")
+    table = test.scaling_table()
+    if len(table) == 1:
+        table = table.drop(columns=[c for c in table.columns[2:] if c not in ("steps", "stopped at lr")])
+    print_frame(table, title=f"'{suggest}' per batch size" + (" vs scaling from the smallest; measured lr ∝ B^k" if len(table) > 1 else ""))
+    console.print(f"wrote {paths['csv']}, {paths['json'].name}, {paths['png'].name}"
+                  + (f"; sweep file {emit_sweep} (try: lrsweep plan {emit_sweep})" if emit_sweep else ""))
 
 
 def main():
