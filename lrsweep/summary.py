@@ -12,11 +12,15 @@ import numpy as np
 import pandas as pd
 
 from .errors import UserError
+from .grid import load_sweep
 
 # metric -> True if larger is better
 METRICS = {
     "final_val_acc": True, "best_val_acc": True, "final_val_loss": False, "final_train_loss": False,
     "steps_to_target": False, "examples_to_target": False, "time_to_target": False,
+    # document 003: train-loss reduction over a fixed number of steps after the target loss is
+    # first reached; not in result.json, computed from metrics.csv (add_loss_drop)
+    "loss_drop_after_target": True,
 }
 _NON_GROUP = {"lr", "nominal_lr", "optimizer.lr", "seed", "train.seed", "batch_size", "train.batch_size"}
 
@@ -77,3 +81,52 @@ def best_lr_table(df: pd.DataFrame, metric: str = "final_val_acc") -> pd.DataFra
     out = pd.DataFrame(rows)
     out.attrs["metric"] = metric
     return out
+
+
+def add_loss_drop(df: pd.DataFrame, curves: pd.DataFrame, target: float) -> pd.DataFrame:
+    """df with a `loss_drop_after_target` column from critical.curve_table's drop@<target>."""
+    col = f"drop@{target:g}"
+    drop = (curves.set_index("run_id")[col] if not curves.empty and col in curves
+            else pd.Series(dtype=float))
+    out = df.assign(loss_drop_after_target=df["run_id"].map(drop).astype(float))
+    out.attrs = dict(df.attrs)  # the axis list, which group_axes needs
+    return out
+
+
+def expected_runs(sweep_dirs: list) -> tuple[pd.DataFrame, list[str]]:
+    """Every grid cell the sweep files ask for (run_id, sweep, batch_size, lr, axes), so that the
+    cells of a partial sweep with no result yet can be counted as missing."""
+    rows, warnings = [], []
+    for d in sweep_dirs:
+        f = d / "sweep.yaml"
+        if not f.is_file():
+            warnings.append(f"{d}: no sweep.yaml, so runs never started cannot be counted as missing")
+            continue
+        try:
+            sweep = load_sweep(f)
+        except (UserError, OSError, ValueError) as e:
+            warnings.append(f"{f}: unreadable, missing runs not counted ({str(e)[:80]})")
+            continue
+        for r in sweep.runs:
+            rows.append({**r.axes, "sweep": d.name, "run_id": r.run_id,
+                         "batch_size": r.config.train.batch_size, "lr": r.config.effective_lr})
+    return pd.DataFrame(rows), warnings
+
+
+def cell_counts(df: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
+    """Per (group axes, batch size, LR) cell: runs asked for, complete, diverged, failed, missing.
+
+    Matched by cell values, not run ids: ids hash the whole config, so a sweep finished by an
+    older lrsweep (or with a since-edited base config) still has its runs counted where they
+    belong. missing = asked for − finished, never below 0."""
+    keys = ["sweep"] * ("sweep" in df and df["sweep"].nunique() > 1) + group_axes(df) + ["batch_size", "lr"]
+    states = ("complete", "diverged", "failed")
+    done = df[keys].assign(**{c: (df["status"] == c).astype(int) for c in states})
+    out = done.groupby(keys, dropna=False)[list(states)].sum()
+    if not expected.empty and set(keys) <= set(expected.columns):
+        asked = expected.groupby(keys, dropna=False).size().rename("expected")
+        out = out.join(asked, how="outer").fillna(0).astype(int)
+    else:
+        out["expected"] = out.sum(axis=1)
+    out["missing"] = (out["expected"] - out[list(states)].sum(axis=1)).clip(lower=0)
+    return out.reset_index()[[*keys, "expected", *states, "missing"]]
