@@ -11,6 +11,7 @@ from typing import Annotated, Callable, Optional
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import UserError
@@ -40,7 +41,7 @@ def guarded(fn: Callable) -> Callable:
         except UserError as e:
             if STATE["debug"]:
                 raise
-            err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except KeyboardInterrupt:
             err_console.print("interrupted: finished runs are saved; run the same command again to continue")
@@ -115,17 +116,24 @@ def run(config: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
         executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
         address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster: auto or ray://host:port (default: start a local Ray).")] = None,
         gpus_per_task: Annotated[Optional[float], typer.Option("--gpus-per-task", help="GPUs per Ray task; fractions share a GPU (default: 1 if runs use CUDA, else 0).")] = None,
-        max_retries: Annotated[int, typer.Option("--max-retries", help="Retries of a run whose worker dies, before it is marked failed.")] = 2):
+        max_retries: Annotated[int, typer.Option("--max-retries", help="Retries of a run whose worker dies, before it is marked failed.")] = 2,
+        engine: Annotated[Optional[str], typer.Option("--engine", help="auto, vectorized or sequential (sets train.engine; default: the config's, auto).")] = None,
+        max_members: Annotated[Optional[int], typer.Option("--max-members", help="Vectorized engine: at most this many runs in one stacked model (sets train.max_members).")] = None):
     """Train every grid cell not yet finished; print the best LR per batch size."""
     from .executor import make_executor
     from .grid import load_sweep
     from .progress import make_progress
     from .records import load_runs
-    from .summary import best_lr_table, check_metric
+    from .summary import METRICS, best_lr_table, check_metric
     from .sweep import run_sweep
 
-    check_metric(metric)
-    sweep = load_sweep(config, set_ or [])
+    check_metric(metric, {k: v for k, v in METRICS.items() if k != "loss_drop_after_target"})
+    set_ = list(set_ or [])
+    if engine is not None:  # engine options are config fields (not part of the run ids)
+        set_.append(f"train.engine={check_choice('--engine', engine, ('auto', 'vectorized', 'sequential'))}")
+    if max_members is not None:
+        set_.append(f"train.max_members={max_members}")
+    sweep = load_sweep(config, set_)
     retry = ("failed",) * retry_failed + ("diverged",) * retry_diverged
     pool = make_executor(sweep.runs, executor, workers=workers, devices=devices, max_retries=max_retries,
                          address=address, gpus_per_task=gpus_per_task)
@@ -138,7 +146,23 @@ def run(config: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
     console.print(f"{outcome.total} runs in {outcome.sweep_dir} ({outcome.skipped} already finished; this time: {counts})")
     df, _ = load_runs(outcome.sweep_dir)
     if not df.empty:
-        print_frame(best_lr_table(df, metric), title=f"best LR per batch size by {metric}")
+        print_frame(compact_best(best_lr_table(df, metric), metric), title=f"best LR per batch size by {metric}")
+        console.print(f"next: lrsweep summarize {outcome.sweep_dir}  (fits, plots, report.md)", highlight=False)
+
+
+def compact_best(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The best-LR table narrowed for an 80-column terminal: mean ± std in one column."""
+    keys = [c for c in table.columns if c not in ("best_lr", "nominal_lr", metric, "std", "n_seeds", "n_lrs",
+                                                   "n_diverged", "n_failed", "at_edge")]
+    out = table[keys].copy()
+    out["best LR"] = table["best_lr"]
+    if (table["nominal_lr"] != table["best_lr"]).any():  # lr_scaling: show what the user wrote too
+        out["nominal LR"] = table["nominal_lr"]
+    out[metric] = [fmt(m) + (f" ± {s:.2g}" if n > 1 else "") for m, s, n in zip(table[metric], table["std"], table["n_seeds"])]
+    out["seeds"] = table["n_seeds"]
+    out["diverged"] = table["n_diverged"]
+    out["edge of grid"] = table["at_edge"]
+    return out
 
 
 @app.command()
@@ -262,8 +286,31 @@ def range_test(config: Annotated[Path, typer.Argument(help="Sweep YAML file: its
     if len(table) == 1:
         table = table.drop(columns=[c for c in table.columns[2:] if c not in ("steps", "stopped at lr")])
     print_frame(table, title=f"'{suggest}' per batch size" + (" vs scaling from the smallest; measured lr ∝ B^k" if len(table) > 1 else ""))
-    console.print(f"wrote {paths['csv']}, {paths['json'].name}, {paths['png'].name}"
-                  + (f"; sweep file {emit_sweep} (try: lrsweep plan {emit_sweep})" if emit_sweep else ""))
+    console.print(f"wrote {paths['csv'].parent}/: {', '.join(p.name for p in paths.values())}", highlight=False)
+    if emit_sweep:
+        console.print(f"wrote {emit_sweep}: check it with `lrsweep plan {emit_sweep}`", highlight=False)
+
+
+@app.command()
+@guarded
+def bench(quick: Annotated[bool, typer.Option("--quick", help="A smaller grid: B {32, 128} x 4 LRs, 2048 examples, 2000 test examples.")] = False,
+          out: Annotated[Path, typer.Option("--out", help="Where to write the JSON report.")] = Path("bench.json"),
+          data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Folder with MNIST/raw/ (default: ../shared/datasets, else generated data).")] = None,
+          device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+          variants: Annotated[str, typer.Option("--variants", help="Comma-separated subset of plain,sequential,vectorized,auto.")] = "plain,sequential,vectorized,auto"):
+    """Time one grid four ways: a plain PyTorch loop, the sequential and vectorized engines, and `lrsweep run`."""
+    from .bench import FULL, QUICK, VARIANTS, run_bench, table_rows
+
+    chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
+    for v in chosen:
+        check_choice("--variants", v, VARIANTS)
+    report = run_bench(QUICK if quick else FULL, chosen, data_root, device, out,
+                       log=lambda m: err_console.print(m, highlight=False, markup=False))
+    g = report["grid"]
+    print_frame(pd.DataFrame(table_rows(report)),
+                title=f"{g['runs']} runs: B {g['batch_sizes']} x {g['n_lr']} LRs, {g['train_subset']} examples, "
+                      f"{report['data']['n_test']} test; {report['machine']['cpu']} ({report['machine']['device']})")
+    console.print(f"fp32 matmul peak {report['matmul_peak_flop_s'] / 1e9:.0f} GFLOP/s; wrote {out}", highlight=False)
 
 
 def main():
