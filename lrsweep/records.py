@@ -33,6 +33,11 @@ def _is_sweep(p: Path) -> bool:
         (d / storage.CONFIG).is_file() or (d / storage.RESULT).is_file() for d in p.iterdir() if d.is_dir())
 
 
+def hashable(value):
+    """List values of an axis (optimizer.betas, schedule.stepvalues) as tuples, so pandas can group them."""
+    return tuple(hashable(v) for v in value) if isinstance(value, list) else value
+
+
 def load_runs(paths: list[str | Path] | str | Path) -> tuple[pd.DataFrame, list[str]]:
     """All finished runs under the given sweep folders, one row each, plus warnings.
 
@@ -60,7 +65,7 @@ def load_runs(paths: list[str | Path] | str | Path) -> tuple[pd.DataFrame, list[
             row.update({k: v for k, v in res.items() if k not in _NESTED})
             for name, value in (res.get("axes") or {}).items():
                 axes.append(name) if name not in axes else None
-                row.setdefault(name, value)
+                row.setdefault(name, hashable(value))
             rows.append(row)
     df = pd.DataFrame(rows)
     df.attrs["axes"] = axes

@@ -67,7 +67,9 @@ class Report:
 
     def table(self, name: str) -> pd.DataFrame:
         """best | cells | fits | critical, all groups stacked, group columns first."""
-        parts = [getattr(g, name).assign(**g.keys) for g in self.groups if not getattr(g, name).empty]
+        # [v] * n: a tuple-valued key (optimizer.betas) is one value, not a column of its items
+        parts = [t.assign(**{k: [v] * len(t) for k, v in g.keys.items()})
+                 for g in self.groups if not (t := getattr(g, name)).empty]
         if not parts:
             return pd.DataFrame()
         df = pd.concat(parts, ignore_index=True)
@@ -128,13 +130,20 @@ def build_report(paths, metric: str = "final_val_acc", targets: Optional[list[fl
     for gvals, gcells in (cells.groupby(gkeys, dropna=False, sort=True) if gkeys else [((), cells)]):
         gvals = gvals if isinstance(gvals, tuple) else (gvals,)
         kd = dict(zip(gkeys, gvals))
-        sel = np.logical_and.reduce([best[k] == v for k, v in kd.items()]) if kd else np.ones(len(best), bool)
-        rsel = np.logical_and.reduce([runs[k] == v for k, v in kd.items()]) if kd else np.ones(len(runs), bool)
+        sel = np.logical_and.reduce([_same(best[k], v) for k, v in kd.items()]) if kd else np.ones(len(best), bool)
+        rsel = np.logical_and.reduce([_same(runs[k], v) for k, v in kd.items()]) if kd else np.ones(len(runs), bool)
         groups.append(_group(kd, gcells.drop(columns=gkeys).reset_index(drop=True),
                              best[sel].drop(columns=gkeys).reset_index(drop=True), runs[rsel], table,
                              metric, higher, tol, targets))
     return Report(metric, higher, tol, targets, after_steps, sorted({d.name for d in sweep_dirs}),
                   runs, groups, warnings)
+
+
+def _same(column: pd.Series, value) -> np.ndarray:
+    """column == value, where a missing value (an axis left null in a zip) equals a missing value."""
+    if pd.isna(value):
+        return column.isna().to_numpy()
+    return (column == value).to_numpy()
 
 
 def _group(keys, cells, best, runs, curve_table, metric, higher, tol, targets) -> Group:

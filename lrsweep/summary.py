@@ -13,6 +13,7 @@ import pandas as pd
 
 from .errors import UserError
 from .grid import load_sweep
+from .records import hashable
 
 # metric -> True if larger is better
 METRICS = {
@@ -40,8 +41,19 @@ def scores(df: pd.DataFrame, metric: str, higher: bool) -> pd.Series:
 
 
 def group_axes(df: pd.DataFrame) -> list[str]:
-    """Axes other than LR, batch size and seed (e.g. optimizer.name): one table section each."""
-    return [a for a in df.attrs.get("axes", []) if a not in _NON_GROUP and a in df and df[a].nunique() > 1]
+    """Axes other than LR, batch size and seed (e.g. optimizer.name): one table section each.
+
+    An axis whose value is fixed by the batch size (zipped with it, e.g. an eval interval per B)
+    describes the batch-size axis rather than splitting it, so it is not a group.
+    """
+    out = []
+    for a in df.attrs.get("axes", []):
+        if a in _NON_GROUP or a not in df or df[a].nunique(dropna=False) < 2:
+            continue
+        if "batch_size" in df and (df.groupby("batch_size")[a].nunique(dropna=False) <= 1).all():
+            continue
+        out.append(a)
+    return out
 
 
 def cell_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -108,7 +120,7 @@ def expected_runs(sweep_dirs: list) -> tuple[pd.DataFrame, list[str]]:
             warnings.append(f"{f}: unreadable, missing runs not counted ({str(e)[:80]})")
             continue
         for r in sweep.runs:
-            rows.append({**r.axes, "sweep": d.name, "run_id": r.run_id,
+            rows.append({**{k: hashable(v) for k, v in r.axes.items()}, "sweep": d.name, "run_id": r.run_id,
                          "batch_size": r.config.train.batch_size, "lr": r.config.effective_lr})
     return pd.DataFrame(rows), warnings
 

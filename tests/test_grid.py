@@ -65,3 +65,12 @@ def test_overrides_change_the_grid():
     sweep = build_sweep(make_config(), ["sweep.lr={logspace: [0.01, 1, 3]}", "optimizer.momentum=0.5"])
     assert len(sweep.runs) == 6
     assert all(r.config.optimizer.momentum == 0.5 for r in sweep.runs)
+
+
+def test_zip_partners_are_validated_together():
+    # a negative gamma is valid only for a sigmoid schedule: legal when zipped with it
+    raw = make_config(sweep={"zip": {"schedule.name": ["step", "sigmoid"], "schedule.gamma": [0.5, -0.1]}})
+    assert len(build_sweep(raw).runs) == 2
+    raw = make_config(sweep={"zip": {"schedule.name": ["step", "cosine"], "schedule.gamma": [0.5, -0.1]}})
+    with pytest.raises(ConfigError, match="gamma"):
+        build_sweep(raw)
