@@ -3,9 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-EXTRAS ?= test
+EXTRAS ?= test,ray
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench reproduce clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,18 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The engine benchmark (issue 5): plain PyTorch loop vs lrsweep's engines; prints a table, writes
+# bench.json. BENCH_ARGS=--quick for the small grid.
+bench: $(STAMP)
+	$(VENV)/bin/lrsweep bench $(BENCH_ARGS)
+
+# The source documents' experiments (issue 7): runs every configs/o*.small.yaml into runs/,
+# range-tests and summarizes them, rewrites the tables and figures of docs/reproductions.md
+# (~20 minutes on 2 CPU cores; finished runs are kept, so a rerun only redoes the reports).
+# REPRO_ARGS=--only o1,o8 for some observations.
+reproduce: $(STAMP)
+	$(PY) docs/reproduce.py $(REPRO_ARGS)
 
 clean:
 	rm -rf $(VENV) runs/*/ .pytest_cache

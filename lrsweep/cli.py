@@ -111,7 +111,7 @@ def run(config: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Rerun failed runs.")] = False,
         retry_diverged: Annotated[bool, typer.Option("--retry-diverged", help="Rerun diverged runs (divergence is a result: only when asked).")] = False,
         metric: Annotated[str, typer.Option(help="Metric for the closing best-LR table.")] = "final_val_acc",
-        workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes (default: one per GPU; on CPU one single-threaded worker per core; 1 = in this process).")] = None,
+        workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes (default: $LRSWEEP_WORKERS, else one per GPU, else on CPU one single-threaded worker per core; 1 = in this process).")] = None,
         devices: Annotated[Optional[str], typer.Option("--devices", help="GPU ids the workers are pinned to, e.g. 0,2,3.")] = None,
         executor: Annotated[str, typer.Option("--executor", help="local or ray.")] = "local",
         address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster: auto or ray://host:port (default: start a local Ray).")] = None,
@@ -297,20 +297,38 @@ def bench(quick: Annotated[bool, typer.Option("--quick", help="A smaller grid: B
           out: Annotated[Path, typer.Option("--out", help="Where to write the JSON report.")] = Path("bench.json"),
           data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Folder with MNIST/raw/ (default: ../shared/datasets, else generated data).")] = None,
           device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-          variants: Annotated[str, typer.Option("--variants", help="Comma-separated subset of plain,sequential,vectorized,auto.")] = "plain,sequential,vectorized,auto"):
-    """Time one grid four ways: a plain PyTorch loop, the sequential and vectorized engines, and `lrsweep run`."""
-    from .bench import FULL, QUICK, VARIANTS, run_bench, table_rows
+          variants: Annotated[Optional[str], typer.Option("--variants", help="Comma-separated subset of options,plain,sequential,vectorized,auto, or all (options: per member-step time of each engine option). Default: plain,vectorized,auto; with --quick all.")] = None):
+    """Time one grid several ways: a plain PyTorch loop, the sequential and vectorized engines, and `lrsweep run`."""
+    from .bench import (DEFAULT_FULL, DEFAULT_QUICK, EXTRA_VARIANTS, FULL, QUICK, VARIANTS, eval_line,
+                        options_rows, run_bench, table_rows)
 
-    chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
+    if variants is None:
+        chosen = DEFAULT_QUICK if quick else DEFAULT_FULL
+    elif variants.strip() == "all":
+        chosen = DEFAULT_QUICK
+    else:
+        chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
     for v in chosen:
-        check_choice("--variants", v, VARIANTS)
+        check_choice("--variants", v, VARIANTS + EXTRA_VARIANTS)
     report = run_bench(QUICK if quick else FULL, chosen, data_root, device, out,
                        log=lambda m: err_console.print(m, highlight=False, markup=False))
     g = report["grid"]
-    print_frame(pd.DataFrame(table_rows(report)),
-                title=f"{g['runs']} runs: B {g['batch_sizes']} x {g['n_lr']} LRs, {g['train_subset']} examples, "
-                      f"{report['data']['n_test']} test; {report['machine']['cpu']} ({report['machine']['device']})")
-    console.print(f"fp32 matmul peak {report['matmul_peak_flop_s'] / 1e9:.0f} GFLOP/s; wrote {out}", highlight=False)
+    if "options" in report:
+        print_frame(options_rows(report), title=f"engine options: ms per member-step (cnn5, {report['machine']['device']})")
+        console.print(eval_line(report), highlight=False)
+    if report["variants"]:
+        print_frame(pd.DataFrame(table_rows(report)),
+                    title=f"{g['runs']} runs: B {g['batch_sizes']} x {g['n_lr']} LRs, {g['train_subset']} examples, "
+                          f"{report['data']['n_test']} test; {report['machine']['cpu']} ({report['machine']['device']})")
+    ratios = {**{f"plain/{k}": v for k, v in report.get("speedup_vs_plain", {}).items() if k != "plain"},
+              **{k: v for k, v in report.get("ratios", {}).items() if not k.startswith(("plain/", "vectorized/"))}}
+    if ratios:
+        console.print("wall-time ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()), highlight=False)
+    peaks = "; ".join(", ".join(f"{k} {v / 1e9:.0f}" for k, v in p.items() if k not in ("peak", "threads"))
+                      for p in report["matmul_peaks"])
+    load = report["machine"].get("load_average_before"), report["machine"].get("load_average_after")
+    console.print(f"fp32 matmul peak {report['matmul_peak_flop_s'] / 1e9:.0f} GFLOP/s (start; end: {peaks} GFLOP/s); "
+                  f"load average before/after {load[0]} / {load[1]}; wrote {out}", highlight=False)
 
 
 def main():

@@ -177,7 +177,19 @@ class TrainConfig(_Strict):
     divergence_factor: float = Field(10.0, gt=1)
     device: str = "auto"
     seed: int = 0
-    channels_last: bool = False
+    # None (default): on for conv models trained by the sequential engine on the CPU, where it
+    # was measured faster (engine.effective_config); true/false force it.
+    channels_last: Optional[bool] = None
+    # Resume point for long runs: 'epoch' writes <run_dir>/checkpoint.pt at each epoch end
+    # (recommended for e.g. resnet18 on tiny-imagenet); it does not change the run's numbers.
+    checkpoint: Literal["none", "epoch"] = "none"
+    # How runs are executed (engine.py); none of these changes a run id (grid.NON_IDENTITY).
+    # auto: vectorized on CUDA, sequential on CPU (measured; README "Speed").
+    engine: Literal["auto", "vectorized", "sequential"] = "auto"
+    max_members: Optional[int] = Field(None, ge=1)  # vectorized: at most this many runs in one stack
+    compile: bool = False  # vectorized: torch.compile the stacked forward/backward (for CUDA)
+    # bf16: forward passes under torch.autocast(bfloat16); vectorized engine only. Part of the run id.
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     @field_validator("epochs", "steps", "examples")
     @classmethod

@@ -27,7 +27,10 @@ from .errors import ConfigError
 
 GENERATORS = ("logspace", "linspace", "range")
 # Fields that do not change a run's numbers, so they do not change its id.
-NON_IDENTITY = (("name",), ("train", "device"))
+NON_IDENTITY = (("name",), ("train", "device"), ("train", "checkpoint"), ("train", "channels_last"),
+                ("train", "engine"), ("train", "max_members"), ("train", "compile"))
+# Fields left out of the run id while they have this value (added later: old ids stay valid).
+IDENTITY_DEFAULTS = {("train", "precision"): "fp32"}
 
 
 @dataclass
@@ -127,6 +130,9 @@ def run_id(config: RunConfig) -> str:
         for p in path[:-1]:
             node = node[p]
         node.pop(path[-1], None)
+    for (section, key), default in IDENTITY_DEFAULTS.items():
+        if d.get(section, {}).get(key) == default:
+            d[section].pop(key)
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
@@ -137,19 +143,22 @@ def build_sweep(raw: dict, overrides: list[str] | None = None) -> Sweep:
     base_cfg = parse_run_config(base)
     groups = _parse_axes(raw.get("sweep"))
 
-    # Check each axis value alone first, so an error names the axis and the value.
+    # Check each axis value (with its zip partners) alone first, so an error names the axis and value.
     for group in groups:
-        for name, values in group:
-            for v in values:
-                cell = copy.deepcopy(base)
-                set_dotted(cell, expand_short(name), v)
-                try:
-                    check_unknown_keys(cell, RunConfig)
-                    parse_run_config(cell)
-                except ConfigError as e:
-                    if e.path == expand_short(name):
-                        raise ConfigError(f"sweep.{name}", f"{e.message}") from None
-                    raise ConfigError(f"sweep.{name}", f"value {v!r}: {e}") from None
+        for i in range(len(group[0][1])):
+            cell = copy.deepcopy(base)
+            for name, values in group:
+                set_dotted(cell, expand_short(name), values[i])
+            try:
+                check_unknown_keys(cell, RunConfig)
+                parse_run_config(cell)
+            except ConfigError as e:
+                named = [n for n, _ in group if expand_short(n) == e.path or e.path.startswith(expand_short(n) + ".")]
+                if named and expand_short(named[0]) == e.path:
+                    raise ConfigError(f"sweep.{named[0]}", e.message) from None
+                name = named[0] if named else group[0][0]
+                value = dict(group)[name][i]
+                raise ConfigError(f"sweep.{name}", f"value {value!r}: {e}") from None
 
     runs: list[RunSpec] = []
     seen: set[str] = set()

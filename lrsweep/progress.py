@@ -35,7 +35,8 @@ class PlainProgress:
     def __call__(self, event: str, **info):
         if event == "sweep_start":
             self.done, self.total = info["done"], info["total"]
-            self.console.print(f"{info['total']} runs: {info['done']} already finished, {info['pending']} to run")
+            on = f" on {info['executor']}" if info.get("executor") and info["pending"] else ""
+            self.console.print(f"{info['total']} runs: {info['done']} already finished, {info['pending']} to run{on}")
         elif event == "run_end":
             self.done += 1
             self.console.print(f"[{self.done}/{self.total}] {info['spec'].run_id} {describe(info['spec'].axes)} "
@@ -51,22 +52,26 @@ class RichProgress:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                                  console=console, transient=False)
-        self.overall = self.current = None
-        self._last = 0.0
+        self.overall = None
+        self.current: dict = {}  # worker -> its bar: every worker's current run is shown
+        self._last: dict = {}
 
     def __call__(self, event: str, **info):
         p = self.progress
         if event == "sweep_start":
             p.start()
             self.overall = p.add_task("runs", total=info["total"], completed=info["done"], info="")
-            self.current = p.add_task("run", total=1, info="")
         elif event == "run_start":
-            p.update(self.current, description=describe(info["spec"].axes)[:50], completed=0, info="")
-        elif event == "step":
-            now = time.monotonic()
-            if now - self._last > 0.1 or info["step"] == info["total"]:  # redraw at most 10x a second
-                self._last = now
-                p.update(self.current, total=info["total"], completed=info["step"],
+            w = info.get("worker", 0)
+            if w not in self.current:
+                self.current[w] = p.add_task("run", total=1, info="")
+            label = (f"[{w}] " if len(self.current) > 1 or w else "") + describe(info["spec"].axes)
+            p.update(self.current[w], description=label[:50], completed=0, info="")
+        elif event == "step" and info.get("worker", 0) in self.current:
+            w, now = info.get("worker", 0), time.monotonic()
+            if now - self._last.get(w, 0.0) > 0.1 or info["step"] == info["total"]:  # redraw at most 10x a second
+                self._last[w] = now
+                p.update(self.current[w], total=info["total"], completed=info["step"],
                          info=f"loss {info['loss']:.4g} lr {info['lr']:.3g}")
         elif event == "run_end":
             p.advance(self.overall)

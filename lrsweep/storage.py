@@ -3,6 +3,7 @@
     runs/<name>/sweep.yaml        the resolved sweep config (overrides applied)
     runs/<name>/runs.csv          index: one row per finished run (derived from result.json files)
     runs/<name>/<run_id>/         config.json, metrics.csv, evals.csv, result.json
+    runs/<name>/<run_id>/checkpoint.pt   only while a run with train.checkpoint=epoch is unfinished
 
 Every file is written to a temporary name and renamed into place, and result.json is written
 last: a run folder without a readable result.json is unfinished and is redone. runs.csv is
@@ -25,6 +26,7 @@ from .errors import LockedError
 
 RESULT, CONFIG, METRICS, EVALS = "result.json", "config.json", "metrics.csv", "evals.csv"
 INDEX, SWEEP_FILE, LOCK = "runs.csv", "sweep.yaml", ".lock"
+CHECKPOINT = "checkpoint.pt"  # written by train.py; removed once the run's result is written
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -90,6 +92,7 @@ def save_run(sweep_dir: Path, run_id: str, config: dict, metrics: dict, evals: d
     write_csv(run_dir / METRICS, metrics)
     write_csv(run_dir / EVALS, evals)
     write_json(run_dir / RESULT, result)  # last: its presence marks the run finished
+    (run_dir / CHECKPOINT).unlink(missing_ok=True)  # a finished run is never resumed
     return run_dir
 
 
@@ -109,11 +112,22 @@ def index_row(result: dict) -> dict:
     return row
 
 
-def rebuild_index(sweep_dir: Path) -> pd.DataFrame:
-    rows = [index_row(r) for p in sorted(sweep_dir.iterdir()) if p.is_dir() and (r := read_result(p))]
-    df = pd.DataFrame(rows)
+def read_index_rows(sweep_dir: Path) -> dict[str, dict]:
+    """run folder name -> runs.csv row, from the result.json files (the source of truth)."""
+    if not sweep_dir.is_dir():
+        return {}
+    return {p.name: index_row(r) for p in sweep_dir.iterdir() if p.is_dir() and (r := read_result(p))}
+
+
+def write_index(sweep_dir: Path, rows: dict[str, dict]) -> pd.DataFrame:
+    """runs.csv from rows keyed by run folder: one row per run, sorted like the folders."""
+    df = pd.DataFrame([rows[k] for k in sorted(rows)])
     atomic_write(sweep_dir / INDEX, df.to_csv(index=False))
     return df
+
+
+def rebuild_index(sweep_dir: Path) -> pd.DataFrame:
+    return write_index(sweep_dir, read_index_rows(sweep_dir))
 
 
 class SweepLock:

@@ -7,14 +7,22 @@ numbers are the ones a careful loop would give. Differences from a textbook loop
 - the LR is set on every step from a pure function of the step (schedules.py);
 - the global gradient norm is logged before each update (document 004);
 - targets are recorded when first reached (document 001's time-to-98%, document 003's S and E);
-- a diverging run stops early and is recorded as a result, not an error.
+- a diverging run stops early and is recorded as a result, not an error;
+- with `train.checkpoint: epoch`, the whole loop state is saved at each epoch end and a
+  restarted run continues from it, giving the same numbers as an uninterrupted run on CPU.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+import os
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +35,58 @@ from .optimizers import build_optimizer
 from .schedules import LRSchedule
 
 COMPLETE, DIVERGED, FAILED = "complete", "diverged", "failed"
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+
+# The run folder of the run being trained, for its checkpoint.pt. The executor sets it around
+# each record it asks engine.run_group for (sequential runs train lazily, one per record), so
+# engines need not pass run folders through; `train(run_dir=...)` overrides it.
+_RUN_DIR: contextvars.ContextVar[Optional[Path]] = contextvars.ContextVar("run_dir", default=None)
+
+
+@contextlib.contextmanager
+def checkpoint_dir(path: Optional[str | Path]) -> Iterator[None]:
+    """A run trained inside this block keeps its checkpoint in `path` (None: no checkpoint)."""
+    token = _RUN_DIR.set(Path(path) if path is not None else None)
+    try:
+        yield
+    finally:
+        _RUN_DIR.reset(token)
+
+
+def config_id(cfg: RunConfig) -> str:
+    """Which config a checkpoint belongs to (the run id of the config as trained)."""
+    from .grid import run_id  # grid imports config only
+
+    return run_id(cfg)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save to a temp name, fsync, rename: a reader sees the old or the new file, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: Path) -> Optional[dict]:
+    """The checkpoint, or None if there is none or it cannot be read (then the run starts over)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a bad checkpoint costs a restart, never the run
+        warnings.warn(f"ignoring unreadable checkpoint {path}: {type(e).__name__}: {e}")
+        return None
+    return state if isinstance(state, dict) and state.get("version") == CHECKPOINT_VERSION else None
 
 
 @dataclass
@@ -93,8 +153,13 @@ def _sync(device):
 
 
 def train(cfg: RunConfig, data: Data, device: torch.device,
-          on_step: Optional[Callable[[int, int, float, float], None]] = None) -> RunOutcome:
-    """Train one run to its budget. `on_step(step, total_steps, loss, lr)` reports progress."""
+          on_step: Optional[Callable[[int, int, float, float], None]] = None,
+          run_dir: Optional[str | Path] = None) -> RunOutcome:
+    """Train one run to its budget. `on_step(step, total_steps, loss, lr)` reports progress.
+
+    `run_dir` (default: from `checkpoint_root`) holds checkpoint.pt: if one is there the run
+    continues from it; with `train.checkpoint: epoch` one is written at each epoch end.
+    """
     t = cfg.train
     B = t.batch_size
     bud = budget(cfg, len(data.train_y))
@@ -124,6 +189,43 @@ def train(cfg: RunConfig, data: Data, device: torch.device,
     data_t = comp_t = ep_data = ep_comp = 0.0
     perm = None
     start = time.perf_counter()
+    step = 0
+    lr = lr0
+
+    run_dir = Path(run_dir) if run_dir is not None else _RUN_DIR.get()
+    ckpt_path = run_dir / CHECKPOINT if run_dir is not None else None
+    ckpt = load_checkpoint(ckpt_path) if ckpt_path is not None else None
+    cid = config_id(cfg) if ckpt_path is not None else None
+    if ckpt is not None and ckpt.get("config_id") != cid:
+        ckpt = None  # another config's (e.g. an older version of the code's): start over
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["schedule"])
+        order.set_state(ckpt["order"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
+        L = ckpt["loop"]
+        step, lr, initial_loss = L["step"], L["lr"], L["initial_loss"]
+        ema, ema_steps, hit_loss, hit_acc = L["ema"], L["ema_steps"], L["hit_loss"], L["hit_acc"]
+        win_loss, win_correct, win_n = L["win_loss"], L["win_correct"], L["win_n"]
+        data_t, comp_t, ep_data, ep_comp = L["data_t"], L["comp_t"], L["ep_data"], L["ep_comp"]
+        M, E, epoch_times = ckpt["metrics"], ckpt["evals"], ckpt["epoch_times"]
+        start -= L["elapsed"]  # times continue from where the run stopped
+    resumed_at = step if ckpt is not None else None
+
+    def write_checkpoint():
+        loop = {"step": step, "lr": lr, "initial_loss": initial_loss, "ema": ema, "ema_steps": ema_steps,
+                "hit_loss": hit_loss, "hit_acc": hit_acc, "win_loss": win_loss, "win_correct": win_correct,
+                "win_n": win_n, "data_t": data_t, "comp_t": comp_t, "ep_data": ep_data, "ep_comp": ep_comp,
+                "elapsed": time.perf_counter() - start}
+        save_checkpoint(ckpt_path, {
+            "version": CHECKPOINT_VERSION, "config_id": cid,
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
+            "order": order.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "loop": loop, "metrics": M, "evals": E, "epoch_times": epoch_times})
 
     def run_eval(step: int, lr: float):
         nonlocal win_loss, win_correct, win_n, hit_acc
@@ -138,8 +240,6 @@ def train(cfg: RunConfig, data: Data, device: torch.device,
             hit_acc = {"step": step, "examples": step * B, "seconds": time.perf_counter() - start}
         sched.report(vl if cfg.schedule.monitor == "val_loss" else va)
 
-    step = 0
-    lr = lr0
     while step < bud.total_steps:
         pos = step % bud.steps_per_epoch
         if pos == 0:  # a new epoch: fresh order (and a fresh random subset, if asked)
@@ -201,6 +301,12 @@ def train(cfg: RunConfig, data: Data, device: torch.device,
             if not E["step"] or E["step"][-1] != step:
                 run_eval(step, lr)
             break
+        if t.checkpoint == "epoch" and ckpt_path is not None and step % bud.steps_per_epoch == 0 \
+                and step < bud.total_steps:
+            try:
+                write_checkpoint()
+            except OSError as e:  # e.g. disk full: the run goes on, only its resume point is lost
+                warnings.warn(f"could not write checkpoint {ckpt_path}: {e}")
 
     epoch_times.append({"epoch": math.ceil(step / bud.steps_per_epoch), "data_s": ep_data, "compute_s": ep_comp})
     elapsed = time.perf_counter() - start
@@ -222,6 +328,6 @@ def train(cfg: RunConfig, data: Data, device: torch.device,
             "val_acc": {"target": t.target_val_accuracy, **(hit_acc or {})} if t.target_val_accuracy else None,
         },
         "time_s": elapsed, "data_time_s": data_t, "compute_time_s": comp_t, "epoch_times": epoch_times,
-        "device": str(device),
+        "device": str(device), "resumed_at_step": resumed_at,
     }
     return RunOutcome(status=status, metrics=M, evals=E, summary=summary, error=reason)

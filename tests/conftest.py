@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
 import yaml
+
+# In-process runs unless a test asks for workers: spawning processes for each tiny sweep costs seconds.
+os.environ.setdefault("LRSWEEP_WORKERS", "1")
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

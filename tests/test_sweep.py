@@ -131,7 +131,16 @@ def test_stop_after_target(tmp_path):
 
 
 KILL_CONFIG = make_config(name="killme", sweep={"lr": {"logspace": [0.01, 0.1, 6]}, "batch_size": [16]},
-                          **{"train.steps": 60})
+                          **{"train.steps": 150})
+
+
+def wait_for_runs(sweep_dir: Path, n: int, timeout: float = 120.0) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if sweep_dir.exists() and len(storage.finished_ids(sweep_dir)) >= n:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"fewer than {n} runs finished within {timeout} s")
 
 
 def test_sigkill_mid_sweep_then_resume_gives_every_run_exactly_once(tmp_path, write_config):
@@ -140,12 +149,13 @@ def test_sigkill_mid_sweep_then_resume_gives_every_run_exactly_once(tmp_path, wr
     cmd = [sys.executable, "-m", "lrsweep", "run", str(cfg), "--out", str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     sweep_dir = out / "killme"
-    for delay in (4.0, 5.5):  # import takes ~2-3 s; kill at different points mid-sweep
+    for n, extra in ((1, 0.0), (3, 0.05)):  # kill right after a result lands, and a little later
         p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        wait_for_runs(sweep_dir, n)
+        time.sleep(extra)
         p.send_signal(signal.SIGKILL)
         p.wait()
-    n_before = len(storage.finished_ids(sweep_dir)) if sweep_dir.exists() else 0
+    n_before = len(storage.finished_ids(sweep_dir))
     assert n_before < 6, "the sweep finished before it was killed; the test proves nothing"
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -1,0 +1,187 @@
+"""Local worker processes: the same tables as one process, dead workers replaced and their runs
+retried, and kill -9 of the driver at random moments leaves every run exactly once."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lrsweep import executor as ex, storage, sweep as sweep_mod
+from lrsweep.cli import app
+from lrsweep.grid import build_sweep
+
+from conftest import make_config
+
+REPO = Path(__file__).resolve().parents[1]
+TIME_COLUMNS = ["data_time", "compute_time", "elapsed", "time_s"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The in-process reference runs: tiny models are fastest (and steadiest) on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def assert_same_tables(a: Path, b: Path) -> None:
+    """runs.csv, metrics.csv and evals.csv equal, except for wall-clock columns."""
+    ia, ib = pd.read_csv(a / storage.INDEX), pd.read_csv(b / storage.INDEX)
+    drop = lambda df: df.drop(columns=[c for c in TIME_COLUMNS if c in df.columns])  # noqa: E731
+    pd.testing.assert_frame_equal(drop(ia), drop(ib))
+    for run_id in ia.run_id:
+        for f in (storage.METRICS, storage.EVALS):
+            pd.testing.assert_frame_equal(drop(pd.read_csv(a / run_id / f)), drop(pd.read_csv(b / run_id / f)))
+
+
+def test_two_workers_give_the_same_tables_as_one_even_when_a_worker_dies(tmp_path, monkeypatch):
+    raw = make_config(sweep={"batch_size": [16, 32], "lr": [0.01, 0.1, 50.0]}, **{"train.steps": 30})
+    one = sweep_mod.run_sweep(build_sweep(raw), tmp_path / "one", executor=ex.InlineExecutor())
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv(ex.CRASH_ONCE_ENV, str(marker))  # the first group's worker hard-exits, once
+    events = []
+    two = sweep_mod.run_sweep(build_sweep(raw), tmp_path / "two", executor=ex.LocalExecutor(2),
+                              callback=lambda e, **i: events.append((e, i.get("worker"))))
+    assert marker.exists()  # a worker died; it was replaced and its run retried
+    assert one.counts == two.counts == {"complete": 4, "diverged": 2}
+    assert_same_tables(one.sweep_dir, two.sweep_dir)
+    assert {w for e, w in events if e == "run_start"} == {0, 1}  # the display sees both workers
+    assert {w for e, w in events if e == "step"} == {0, 1}
+    assert sum(e == "run_end" for e, _ in events) == 6
+
+
+def test_a_run_whose_worker_keeps_dying_is_failed_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv(ex.CRASH_ONCE_ENV, str(marker))
+    raw = make_config(sweep={"lr": [0.01, 0.03, 0.1]}, **{"train.steps": 10})
+    out = sweep_mod.run_sweep(build_sweep(raw), tmp_path / "runs", executor=ex.LocalExecutor(2, max_retries=0))
+    index = pd.read_csv(out.sweep_dir / storage.INDEX)
+    assert len(index) == 3 and index.run_id.is_unique
+    assert index.status.value_counts().to_dict() == {"complete": 2, "failed": 1} == out.counts
+    assert "worker process died while training it (1 time, last exit code 17)" in index[index.status == "failed"].iloc[0]["error"]
+
+
+def _children(pid: int) -> set[int]:
+    kids = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids |= {int(k) for k in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# 16 runs of ~0.2-1 s each (a checkpoint every epoch, so kills also land mid-checkpoint).
+KILL_RAW = make_config(name="killworkers", sweep={"lr": {"logspace": [0.01, 0.1, 8]}, "batch_size": [16, 32]},
+                       **{"train.steps": 200, "train.eval_every": 50, "train.log_every": 2, "train.checkpoint": "epoch"})
+
+
+def test_sigkill_the_driver_of_two_workers_at_random_moments_then_every_run_exactly_once(tmp_path, write_config):
+    cfg = write_config(KILL_RAW)
+    out = tmp_path / "out"
+    sweep_dir = out / "killworkers"
+    cmd = [sys.executable, "-m", "lrsweep", "run", str(cfg), "--out", str(out), "--workers", "2"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    rng = random.Random()
+    finished = []
+    for attempt in range(3):
+        p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        before = len(storage.finished_ids(sweep_dir))
+        # Kill at a random moment: the second time anywhere in the first seconds (start-up,
+        # workers starting, first runs); else once it has made progress, a random time later.
+        deadline = time.monotonic() + (rng.uniform(1.0, 5.0) if attempt == 1 else 60)
+        workers: set[int] = set()
+        while time.monotonic() < deadline and p.poll() is None and (
+                attempt == 1 or len(storage.finished_ids(sweep_dir)) == before):
+            workers |= _children(p.pid)
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.4))
+        workers |= _children(p.pid)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        finished.append(len(storage.finished_ids(sweep_dir)))
+        # The workers die with their driver (none goes on training or writing checkpoints).
+        gone_by = time.monotonic() + 5
+        while any(_alive(w) for w in workers) and time.monotonic() < gone_by:
+            time.sleep(0.05)
+        assert not any(_alive(w) for w in workers)
+        index = pd.read_csv(sweep_dir / storage.INDEX)  # parses at every moment
+        assert index.run_id.is_unique and len(index) <= finished[-1]
+    assert finished[-1] < 16, f"the sweep finished before it was killed ({finished}); the test proves nothing"
+
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert f"{finished[-1]} already finished" in done.stdout  # finished runs are not redone
+    index = pd.read_csv(sweep_dir / storage.INDEX)
+    assert len(index) == 16 and index.run_id.is_unique and set(index.status) == {"complete"}
+    for run_id in index.run_id:
+        assert len(pd.read_csv(sweep_dir / run_id / storage.METRICS)) == 100  # 200 steps, log_every 2
+        assert len(pd.read_csv(sweep_dir / run_id / storage.EVALS)) > 0
+        json.loads((sweep_dir / run_id / storage.RESULT).read_text())
+        assert not (sweep_dir / run_id / storage.CHECKPOINT).exists()
+    assert not list(sweep_dir.rglob("*.tmp"))
+
+
+runner = CliRunner()
+
+
+def test_retry_flags_redo_failed_and_diverged_only_when_asked(write_config, tmp_path):
+    cfg = write_config(make_config(sweep={"lr": [0.05, 50.0]}, **{"train.steps": 20}))
+    args = ["run", str(cfg), "--out", str(tmp_path / "runs"), "--workers", "1"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    diverged = next(p for p in (tmp_path / "runs" / "tiny").iterdir()
+                    if p.is_dir() and storage.read_result(p)["status"] == "diverged")
+    stamp = (diverged / storage.RESULT).stat().st_mtime_ns
+    r = runner.invoke(app, args + ["--retry-failed"])
+    assert "nothing new" in r.output and (diverged / storage.RESULT).stat().st_mtime_ns == stamp
+    r = runner.invoke(app, args + ["--retry-diverged"])
+    assert r.exit_code == 0 and "1 diverged" in r.output and "1 already finished" in r.output
+    assert (diverged / storage.RESULT).stat().st_mtime_ns != stamp
+    assert len(pd.read_csv(tmp_path / "runs" / "tiny" / storage.INDEX)) == 2
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--executor", "ray"], "pip install 'lrsweep[ray]'"),
+    (["--executor", "dask"], "--executor: expected one of (local, ray)"),
+    (["--workers", "0"], "--workers: expected at least 1"),
+    (["--devices", "0,1"], "--devices: no CUDA GPU is visible"),
+    (["--address", "auto"], "--address/--gpus-per-task need --executor ray"),
+])
+def test_executor_flag_errors_are_one_line(flags, fragment, write_config, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    monkeypatch.setattr(ex, "visible_gpus", lambda: [])
+    r = runner.invoke(app, ["run", str(write_config()), "--out", str(tmp_path / "runs"), *flags])
+    assert r.exit_code == 2, r.output
+    assert fragment in r.output.replace("\n", "") and "Traceback" not in r.output
+
+
+def test_devices_are_numbered_like_cuda_n_and_default_to_one_worker_per_gpu(monkeypatch):
+    monkeypatch.delenv("LRSWEEP_WORKERS", raising=False)  # conftest's in-process default
+    monkeypatch.setattr(ex, "visible_gpus", lambda: ["2", "3", "5"])  # e.g. CUDA_VISIBLE_DEVICES=2,3,5
+    specs = build_sweep(make_config(**{"train.device": "auto"})).runs
+    picked = ex.make_executor(specs, devices="0,2")
+    assert isinstance(picked, ex.LocalExecutor) and picked.devices == ["2", "5"] and picked.workers == 2
+    default = ex.make_executor(specs)
+    assert default.devices == ["2", "3", "5"] and default.workers == 3
+    assert isinstance(ex.make_executor(specs, workers=1), ex.InlineExecutor)  # 1: in the driver's process
+    assert ex.make_executor(specs, workers=1, devices="1").devices == ["3"]  # one worker, pinned
+    cpu = build_sweep(make_config()).runs  # train.device: cpu
+    assert ex.make_executor(cpu).devices is None
+    assert isinstance(ex.make_executor(cpu, workers=1), ex.InlineExecutor)
