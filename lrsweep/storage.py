@@ -17,7 +17,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, Any, Callable, Optional
 
 import pandas as pd
 import yaml
@@ -29,12 +29,13 @@ INDEX, SWEEP_FILE, LOCK = "runs.csv", "sweep.yaml", ".lock"
 CHECKPOINT = "checkpoint.pt"  # written by train.py; removed once the run's result is written
 
 
-def atomic_write(path: Path, text: str) -> None:
+def atomic_replace(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
+    """write(f) to a temp file, fsync, rename: a reader sees the old or the new file, whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -42,6 +43,10 @@ def atomic_write(path: Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write(path: Path, text: str) -> None:
+    atomic_replace(path, lambda f: f.write(text))
 
 
 def remove_stale_temp(sweep_dir: Path) -> int:

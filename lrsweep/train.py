@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from typing import Callable, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
+from . import storage
 from .config import RunConfig
 from .datasets import Data
 from .errors import ConfigError
@@ -62,19 +61,7 @@ def config_id(cfg: RunConfig) -> str:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temp name, fsync, rename: a reader sees the old or the new file, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    storage.atomic_replace(path, lambda f: torch.save(state, f), binary=True)
 
 
 def load_checkpoint(path: Path) -> Optional[dict]:
