@@ -44,10 +44,10 @@ from torch import nn
 
 VARIANTS = ("plain", "sequential", "vectorized", "auto")
 EXTRA_VARIANTS = ("options",)  # per member-step timings of every engine option (not a grid run)
-# The full grid on a 2-core CPU: plain ~5 min (quiet machine), vectorized and auto ~2 min each;
-# sequential (~3 min) and options (~1 min) would take it past 10 minutes, so they run by
-# default with --quick only (or ask: --variants all).
-DEFAULT_FULL = ("plain", "vectorized", "auto")
+# The full grid on an idle 2-core CPU (README): plain ~3 min, each lrsweep variant ~70 s, so
+# about 7 minutes; `options` adds about a minute and runs by default with --quick only (or ask:
+# --variants all). On a busy machine, multi-threaded kernels (plain, sequential) slow down most.
+DEFAULT_FULL = VARIANTS
 DEFAULT_QUICK = ("options",) + VARIANTS
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST_ROOTS = (Path("../shared/datasets"), REPO.parent / "shared" / "datasets")
@@ -314,20 +314,20 @@ def engine_options(raw: dict, grid: BenchGrid, members: int = 8, log: Callable[[
 # --------------------------------------------------------------------------- measuring
 
 
-def peak_flop_s(device: torch.device) -> dict:
+def peak_flop_s(device: torch.device, seconds: float = 1.5) -> dict:
     """The fp32 matmul peak: on CPU the better of the process's threads together and one thread
     times the thread count (on a shared machine, other processes make multi-threaded kernels
     stall, so the per-core figure is the steadier estimate of what the cores can do)."""
     if device.type == "cuda":
-        out = {"all_threads": matmul_peak(device)}
-        out["bf16"] = matmul_peak(device, torch.bfloat16)
+        out = {"all_threads": matmul_peak(device, seconds=seconds)}
+        out["bf16"] = matmul_peak(device, torch.bfloat16, seconds=seconds)
         out["peak"] = out["all_threads"]
         return out
     n = torch.get_num_threads()
-    out = {"all_threads": matmul_peak(device), "threads": n}
+    out = {"all_threads": matmul_peak(device, seconds=seconds), "threads": n}
     torch.set_num_threads(1)
     try:
-        out["one_thread"] = matmul_peak(device)
+        out["one_thread"] = matmul_peak(device, seconds=seconds)
     finally:
         torch.set_num_threads(n)
     out["peak"] = max(out["all_threads"], out["one_thread"] * n)
@@ -413,7 +413,7 @@ def _cpu_name() -> str:
 
 def run_bench(grid: BenchGrid = FULL, variants: tuple[str, ...] = VARIANTS, data_root: Optional[str | Path] = None,
               device: str = "auto", out: Optional[str | Path] = "bench.json",
-              log: Callable[[str], None] = print) -> dict:
+              log: Callable[[str], None] = print, peak_seconds: float = 1.5) -> dict:
     from .models import count_flops
     from .train import resolve_device
 
@@ -435,7 +435,7 @@ def run_bench(grid: BenchGrid = FULL, variants: tuple[str, ...] = VARIANTS, data
                         "machine": machine_info(dev), "model_forward_flops": fwd, "variants": {}}
         log(f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, torch "
             f"{torch.__version__}, device {dev}" + (f" ({report['machine'].get('gpu')})" if dev.type == "cuda" else ""))
-        peaks = [peak_flop_s(dev)]
+        peaks = [peak_flop_s(dev, peak_seconds)]
         report["matmul_peak_flop_s"] = peak = peaks[0]["peak"]
         log(f"fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s")
         raw = sweep_raw(root, grid, "cuda" if dev.type == "cuda" else "cpu")
@@ -463,7 +463,7 @@ def run_bench(grid: BenchGrid = FULL, variants: tuple[str, ...] = VARIANTS, data
                                      "cells": sorted(cells, key=lambda c: (c["batch_size"], c["lr"])), **extra}
             log(f"[{v}] {wall:.1f} s, {flops / wall / 1e9:.1f} GFLOP/s")
 
-        peaks.append(peak_flop_s(dev))  # again at the end: the better of the two is the peak
+        peaks.append(peak_flop_s(dev, peak_seconds))  # again at the end: the better of the two is the peak
         report["matmul_peaks"] = peaks
         report["matmul_peak_flop_s"] = peak = max(p["peak"] for p in peaks)
         for r in report["variants"].values():

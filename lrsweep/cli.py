@@ -297,7 +297,7 @@ def bench(quick: Annotated[bool, typer.Option("--quick", help="A smaller grid: B
           out: Annotated[Path, typer.Option("--out", help="Where to write the JSON report.")] = Path("bench.json"),
           data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Folder with MNIST/raw/ (default: ../shared/datasets, else generated data).")] = None,
           device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-          variants: Annotated[Optional[str], typer.Option("--variants", help="Comma-separated subset of options,plain,sequential,vectorized,auto, or all (options: per member-step time of each engine option). Default: plain,vectorized,auto; with --quick all.")] = None):
+          variants: Annotated[Optional[str], typer.Option("--variants", help="Comma-separated subset of options,plain,sequential,vectorized,auto, or all (options: per member-step time of each engine option). Default: plain,sequential,vectorized,auto; with --quick all.")] = None):
     """Time one grid several ways: a plain PyTorch loop, the sequential and vectorized engines, and `lrsweep run`."""
     from .bench import (DEFAULT_FULL, DEFAULT_QUICK, EXTRA_VARIANTS, FULL, QUICK, VARIANTS, eval_line,
                         options_rows, run_bench, table_rows)
@@ -324,11 +324,13 @@ def bench(quick: Annotated[bool, typer.Option("--quick", help="A smaller grid: B
               **{k: v for k, v in report.get("ratios", {}).items() if not k.startswith(("plain/", "vectorized/"))}}
     if ratios:
         console.print("wall-time ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()), highlight=False)
-    peaks = "; ".join(", ".join(f"{k} {v / 1e9:.0f}" for k, v in p.items() if k not in ("peak", "threads"))
-                      for p in report["matmul_peaks"])
-    load = report["machine"].get("load_average_before"), report["machine"].get("load_average_after")
-    console.print(f"fp32 matmul peak {report['matmul_peak_flop_s'] / 1e9:.0f} GFLOP/s (start; end: {peaks} GFLOP/s); "
-                  f"load average before/after {load[0]} / {load[1]}; wrote {out}", highlight=False)
+    peaks = " and ".join(", ".join(f"{k.replace('_', ' ')} {v / 1e9:.0f}" for k, v in p.items() if k not in ("peak", "threads"))
+                         for p in report["matmul_peaks"])
+    load = [report["machine"].get(k) for k in ("load_average_before", "load_average_after")]
+    load = " / ".join(f"{x[0]:.1f}" if x else "?" for x in load)
+    console.print(f"fp32 matmul peak {report['matmul_peak_flop_s'] / 1e9:.0f} GFLOP/s (best of {peaks} GFLOP/s at the "
+                  f"start and end; one thread x threads counts); 1-min load average before / after: {load}; "
+                  f"wrote {out}", highlight=False)
 
 
 def main():
