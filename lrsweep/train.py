@@ -139,6 +139,32 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+def run_summary(cfg: RunConfig, bud: Budget, status: str, step: int, final_lr: float, initial_loss,
+                evals: dict, hit_loss: Optional[dict], hit_acc: Optional[dict], timing: dict) -> dict:
+    """result.json's training part, shared by the sequential and the vectorized engine.
+    Final metrics are NaN unless the run completed; `timing` adds time and device fields."""
+    nan = float("nan")
+    E, t, B = evals, cfg.train, cfg.train.batch_size
+    finished = status == COMPLETE and E["step"]
+    return {
+        "steps": step, "examples": step * B, "epochs": step / bud.steps_per_epoch,
+        "total_steps": bud.total_steps, "steps_per_epoch": bud.steps_per_epoch,
+        "batch_size": B, "lr": cfg.effective_lr, "nominal_lr": cfg.optimizer.lr, "final_lr": final_lr,
+        "initial_loss": initial_loss,
+        "final_train_loss": E["train_loss"][-1] if finished else nan,
+        "final_train_acc": E["train_acc"][-1] if finished else nan,
+        "final_val_loss": E["val_loss"][-1] if finished else nan,
+        "final_val_acc": E["val_acc"][-1] if finished else nan,
+        "best_val_acc": max(E["val_acc"]) if E["val_acc"] else nan,
+        "best_val_loss": min(E["val_loss"]) if E["val_loss"] else nan,
+        "targets": {
+            "train_loss": {"target": t.target_train_loss, **(hit_loss or {})} if t.target_train_loss else None,
+            "val_acc": {"target": t.target_val_accuracy, **(hit_acc or {})} if t.target_val_accuracy else None,
+        },
+        **timing,
+    }
+
+
 def train(cfg: RunConfig, data: Data, device: torch.device,
           on_step: Optional[Callable[[int, int, float, float], None]] = None,
           run_dir: Optional[str | Path] = None) -> RunOutcome:
@@ -297,24 +323,7 @@ def train(cfg: RunConfig, data: Data, device: torch.device,
 
     epoch_times.append({"epoch": math.ceil(step / bud.steps_per_epoch), "data_s": ep_data, "compute_s": ep_comp})
     elapsed = time.perf_counter() - start
-    nan = float("nan")
-    finished = status == COMPLETE and E["step"]
-    summary = {
-        "steps": step, "examples": step * B, "epochs": step / bud.steps_per_epoch,
-        "total_steps": bud.total_steps, "steps_per_epoch": bud.steps_per_epoch,
-        "batch_size": B, "lr": lr0, "nominal_lr": cfg.optimizer.lr, "final_lr": lr,
-        "initial_loss": initial_loss,
-        "final_train_loss": E["train_loss"][-1] if finished else nan,
-        "final_train_acc": E["train_acc"][-1] if finished else nan,
-        "final_val_loss": E["val_loss"][-1] if finished else nan,
-        "final_val_acc": E["val_acc"][-1] if finished else nan,
-        "best_val_acc": max(E["val_acc"]) if E["val_acc"] else nan,
-        "best_val_loss": min(E["val_loss"]) if E["val_loss"] else nan,
-        "targets": {
-            "train_loss": {"target": t.target_train_loss, **(hit_loss or {})} if t.target_train_loss else None,
-            "val_acc": {"target": t.target_val_accuracy, **(hit_acc or {})} if t.target_val_accuracy else None,
-        },
-        "time_s": elapsed, "data_time_s": data_t, "compute_time_s": comp_t, "epoch_times": epoch_times,
-        "device": str(device), "resumed_at_step": resumed_at,
-    }
+    summary = run_summary(cfg, bud, status, step, lr, initial_loss, E, hit_loss, hit_acc,
+                          {"time_s": elapsed, "data_time_s": data_t, "compute_time_s": comp_t,
+                           "epoch_times": epoch_times, "device": str(device), "resumed_at_step": resumed_at})
     return RunOutcome(status=status, metrics=M, evals=E, summary=summary, error=reason)

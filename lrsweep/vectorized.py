@@ -52,7 +52,7 @@ from .config import OptimizerConfig, RunConfig
 from .datasets import Data
 from .models import build_model
 from .schedules import LRSchedule
-from .train import COMPLETE, DIVERGED, RunOutcome, budget
+from .train import COMPLETE, DIVERGED, RunOutcome, budget, run_summary
 
 VECTORIZED_OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "signsgd")
 
@@ -586,7 +586,7 @@ def _loop(cfgs, data, device, on_step, states, stack, bud, B, eval_every, cl) ->
         if states is not None:
             m.state = stack.member_state(active.index(m))
         ets = epoch_times + [{"epoch": math.ceil(step / bud.steps_per_epoch), "data_s": ep_data, "compute_s": ep_comp}]
-        m.outcome = _outcome(m, step, bud, B, ets, time.perf_counter() - start, data_t, comp_t, device, len(cfgs))
+        m.outcome = _outcome(m, step, bud, ets, time.perf_counter() - start, data_t, comp_t, device, len(cfgs))
 
     while step < bud.total_steps and active:
         pos = step % bud.steps_per_epoch
@@ -684,28 +684,11 @@ def _loop(cfgs, data, device, on_step, states, stack, bud, B, eval_every, cl) ->
     return [m.outcome for m in members]
 
 
-def _outcome(m: _Member, step: int, bud, B: int, epoch_times: list, elapsed: float, data_t: float,
+def _outcome(m: _Member, step: int, bud, epoch_times: list, elapsed: float, data_t: float,
              comp_t: float, device, group_size: int) -> RunOutcome:
-    nan = float("nan")
-    E, t = m.E, m.t
-    finished = m.status == COMPLETE and E["step"]
-    summary = {
-        "steps": step, "examples": step * B, "epochs": step / bud.steps_per_epoch,
-        "total_steps": bud.total_steps, "steps_per_epoch": bud.steps_per_epoch,
-        "batch_size": B, "lr": m.lr0, "nominal_lr": m.cfg.optimizer.lr, "final_lr": m.lr,
-        "initial_loss": m.initial_loss,
-        "final_train_loss": E["train_loss"][-1] if finished else nan,
-        "final_train_acc": E["train_acc"][-1] if finished else nan,
-        "final_val_loss": E["val_loss"][-1] if finished else nan,
-        "final_val_acc": E["val_acc"][-1] if finished else nan,
-        "best_val_acc": max(E["val_acc"]) if E["val_acc"] else nan,
-        "best_val_loss": min(E["val_loss"]) if E["val_loss"] else nan,
-        "targets": {
-            "train_loss": {"target": t.target_train_loss, **(m.hit_loss or {})} if t.target_train_loss else None,
-            "val_acc": {"target": t.target_val_accuracy, **(m.hit_acc or {})} if t.target_val_accuracy else None,
-        },
-        "time_s": elapsed, "data_time_s": data_t, "compute_time_s": comp_t, "epoch_times": epoch_times,
-        "device": str(device), "resumed_at_step": None,  # no mid-run checkpoints in a group
-        "engine": "vectorized", "group_size": group_size,
-    }
-    return RunOutcome(status=m.status, metrics=m.M, evals=E, summary=summary, error=m.reason)
+    summary = run_summary(m.cfg, bud, m.status, step, m.lr, m.initial_loss, m.E, m.hit_loss, m.hit_acc,
+                          {"time_s": elapsed, "data_time_s": data_t, "compute_time_s": comp_t,
+                           "epoch_times": epoch_times, "device": str(device),
+                           "resumed_at_step": None,  # no mid-run checkpoints in a group
+                           "engine": "vectorized", "group_size": group_size})
+    return RunOutcome(status=m.status, metrics=m.M, evals=m.E, summary=summary, error=m.reason)
