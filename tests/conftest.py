@@ -23,9 +23,8 @@ BASE = {
 }
 
 
-def make_config(**changes) -> dict:
-    """BASE with dotted-key changes, e.g. make_config(**{"train.steps": 5})."""
-    raw = copy.deepcopy(BASE)
+def apply_changes(raw: dict, changes: dict) -> dict:
+    """Set dotted keys in a nested dict, in place ({"train.steps": 5}); None removes the key."""
     for key, value in changes.items():
         node = raw
         parts = key.split(".")
@@ -36,6 +35,21 @@ def make_config(**changes) -> dict:
         else:
             node[parts[-1]] = value
     return raw
+
+
+def make_config(**changes) -> dict:
+    """BASE with dotted-key changes, e.g. make_config(**{"train.steps": 5})."""
+    return apply_changes(copy.deepcopy(BASE), changes)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models are fastest, and steadiest on a busy machine, on one thread."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

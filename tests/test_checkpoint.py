@@ -26,13 +26,7 @@ TIMES = ("data_time", "compute_time", "elapsed", "time_s", "data_time_s", "compu
          "resumed_at_step", "targets", "seconds")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster, and much faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run fastest on one thread
 
 
 class Killed(BaseException):

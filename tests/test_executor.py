@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from lrsweep import executor as ex, storage, sweep as sweep_mod
@@ -24,13 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 TIME_COLUMNS = ["data_time", "compute_time", "elapsed", "time_s"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The in-process reference runs: tiny models are fastest (and steadiest) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run fastest on one thread
 
 
 def assert_same_tables(a: Path, b: Path) -> None:

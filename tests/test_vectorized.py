@@ -18,6 +18,8 @@ from lrsweep.datasets import load_data
 from lrsweep.train import train
 from lrsweep.vectorized import StackedOptimizer, train_group
 
+from conftest import apply_changes
+
 CPU = torch.device("cpu")
 BASE = {
     "name": "vec",
@@ -30,14 +32,7 @@ BASE = {
 
 
 def cfg(**changes):
-    raw = copy.deepcopy(BASE)
-    for key, value in changes.items():
-        node = raw
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return parse_run_config(raw)
+    return parse_run_config(apply_changes(copy.deepcopy(BASE), changes))
 
 
 @pytest.fixture(autouse=True, params=["vmap", "threads"])
