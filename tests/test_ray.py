@@ -11,7 +11,9 @@ from lrsweep.cli import app
 from lrsweep.grid import build_sweep
 
 from conftest import make_config
-from test_executor import assert_same_tables, one_thread  # noqa: F401 (autouse fixture)
+from test_executor import assert_same_tables
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run fastest on one thread
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'lrsweep[ray]')")
 
