@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import DatasetConfig
-from .errors import ConfigError
+from lrsweep.config import DatasetConfig
+from lrsweep.errors import ConfigError
 
 HOLDOUT_SEED = 0
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import OptimizerConfig
+from lrsweep.config import OptimizerConfig
 
 # The OptimizerConfig fields each optimizer reads (docs; the vectorized engine later).
 OPTIMIZER_HPARAMS: dict[str, tuple[str, ...]] = {

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import math
 
-from .config import ScheduleConfig
-from .errors import ConfigError
+from lrsweep.config import ScheduleConfig
+from lrsweep.errors import ConfigError
 
 
 def _pow(x: float, n: float) -> float:

@@ -22,7 +22,7 @@ from typing import IO, Any, Callable, Optional
 import pandas as pd
 import yaml
 
-from .errors import LockedError
+from lrsweep.errors import LockedError
 
 RESULT, CONFIG, METRICS, EVALS = "result.json", "config.json", "metrics.csv", "evals.csv"
 INDEX, SWEEP_FILE, LOCK = "runs.csv", "sweep.yaml", ".lock"

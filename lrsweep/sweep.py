@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import storage
-from .datasets import check_available
-from .engine import make_groups
-from .executor import Executor, InlineExecutor
-from .grid import RunSpec, Sweep
-from .train import resolve_device
+from lrsweep import storage
+from lrsweep.datasets import check_available
+from lrsweep.training.units import make_groups
+from lrsweep.execution import Executor, InlineExecutor
+from lrsweep.config.grid import RunSpec, Sweep
+from lrsweep.training.sequential import resolve_device
 
 Callback = Callable[..., None]
 

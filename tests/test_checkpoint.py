@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from lrsweep import storage, sweep as sweep_mod
+from lrsweep import storage
+from lrsweep import sweep as sweep_mod
 from lrsweep.datasets import load_data
-from lrsweep.grid import build_sweep
-from lrsweep.train import CHECKPOINT, train
+from lrsweep.config.grid import build_sweep
+from lrsweep.training.sequential import CHECKPOINT, train
 
 from conftest import make_config
 

@@ -3,7 +3,7 @@ import pytest
 
 from lrsweep.config import apply_overrides, load_yaml
 from lrsweep.errors import ConfigError
-from lrsweep.grid import build_sweep, load_sweep
+from lrsweep.config.grid import build_sweep, load_sweep
 
 from conftest import make_config
 

@@ -15,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from lrsweep.cli import app
-from lrsweep.grid import load_sweep
+from lrsweep.config.grid import load_sweep
 
 from conftest import SHARED_DATASETS
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrsweep import critical
+from lrsweep.analysis import critical
 
 
 def test_smoothed_loss_is_the_trainers_bias_corrected_ema():

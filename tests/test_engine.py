@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from lrsweep import engine as engine_mod, sweep as sweep_mod
+from lrsweep.training import units as engine_mod
+from lrsweep import sweep as sweep_mod
 from lrsweep.cli import app
 from lrsweep.errors import ConfigError
-from lrsweep.grid import build_sweep, run_id
+from lrsweep.config.grid import build_sweep, run_id
 
 from conftest import make_config
 
@@ -126,7 +127,7 @@ def test_both_engines_write_the_same_files_and_numbers_through_the_driver(tmp_pa
 
 
 def test_a_failing_group_fails_its_runs_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    from lrsweep import vectorized
+    from lrsweep.training import vectorized
 
     def boom(*a, **k):
         raise RuntimeError("CUDA out of memory (simulated)")
@@ -149,7 +150,7 @@ def test_cli_engine_and_max_members_options(tmp_path, write_config):
 
 
 def test_bench_on_a_tiny_grid_writes_its_report(tmp_path):
-    from lrsweep import bench
+    from lrsweep import benchmark as bench
 
     root = bench.write_fake_mnist(tmp_path / "data", n_train=600, n_test=200)
     grid = bench.BenchGrid(batch_sizes=(32,), n_lr=2, lr_min=0.01, lr_max=0.1, train_subset=256, test_subset=100)

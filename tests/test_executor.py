@@ -13,9 +13,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from lrsweep import executor as ex, storage, sweep as sweep_mod
+from lrsweep import execution as ex
+from lrsweep import storage
+from lrsweep import sweep as sweep_mod
 from lrsweep.cli import app
-from lrsweep.grid import build_sweep
+from lrsweep.config.grid import build_sweep
 
 from conftest import make_config
 

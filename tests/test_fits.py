@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from lrsweep.fits import fit_laws, law_value, predict
+from lrsweep.analysis.fits import fit_laws, law_value, predict
 
 B = np.array([4, 8, 16, 32, 64, 128, 256, 512, 1024], float)
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from lrsweep.errors import ConfigError
-from lrsweep.grid import axis_values, build_sweep
+from lrsweep.config.grid import axis_values, build_sweep
 
 from conftest import make_config
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from lrsweep.optimum import find_optimum, flat_range, grid_ratio
+from lrsweep.analysis.optimum import find_optimum, flat_range, grid_ratio
 
 GRID = np.geomspace(1e-3, 1.0, 7)  # factor sqrt(10) apart
 

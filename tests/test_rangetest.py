@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from lrsweep.cli import app
-from lrsweep.grid import load_sweep
+from lrsweep.config.grid import load_sweep
 from lrsweep.rangetest import (
     MIN_STEPS, SUGGESTIONS, Curve, lr_ramp, ramp, suggest, valley_index,
 )

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from lrsweep import storage
 from lrsweep.cli import app
-from lrsweep.fits import law_value
-from lrsweep.grid import build_sweep
-from lrsweep.records import load_runs
-from lrsweep.report import PLOTS, build_report, write_report
-from lrsweep.summary import cell_counts
+from lrsweep.analysis.fits import law_value
+from lrsweep.config.grid import build_sweep
+from lrsweep.analysis.runs import load_runs
+from lrsweep.analysis.report import PLOTS, build_report, write_report
+from lrsweep.analysis.cells import cell_counts
 
 from conftest import make_config
 
@@ -271,7 +271,7 @@ def test_real_small_sweep_to_report_with_all_plots(write_config, tmp_path):
         assert (d / "report" / f"{p}.png").stat().st_size > 10_000, p
     rep = build_report(d, metric="final_train_loss", targets=[0.9])
     runs = rep.runs.set_index("run_id")
-    from lrsweep.critical import curve_table
+    from lrsweep.analysis.critical import curve_table
     table, _ = curve_table(rep.runs, [0.9])
     for _, row in table.iterrows():
         want = runs.loc[row["run_id"], "steps_to_train_loss"]

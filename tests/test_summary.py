@@ -2,9 +2,9 @@
 from typer.testing import CliRunner
 
 from lrsweep.cli import app
-from lrsweep.grid import build_sweep
-from lrsweep.records import load_runs
-from lrsweep.summary import best_lr_table, group_axes
+from lrsweep.config.grid import build_sweep
+from lrsweep.analysis.runs import load_runs
+from lrsweep.analysis.cells import best_lr_table, group_axes
 from lrsweep.sweep import run_sweep
 
 from conftest import make_config

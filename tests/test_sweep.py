@@ -10,10 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lrsweep import engine as engine_mod, storage, sweep as sweep_mod
+from lrsweep.training import units as engine_mod
+from lrsweep import storage
+from lrsweep import sweep as sweep_mod
 from lrsweep.errors import LockedError
-from lrsweep.grid import build_sweep
-from lrsweep.records import load_runs
+from lrsweep.config.grid import build_sweep
+from lrsweep.analysis.runs import load_runs
 
 from conftest import make_config
 

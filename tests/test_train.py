@@ -6,9 +6,9 @@ import torch
 
 from lrsweep.config import OPTIMIZERS, SCHEDULES
 from lrsweep.datasets import load_data
-from lrsweep.grid import build_sweep
+from lrsweep.config.grid import build_sweep
 from lrsweep.schedules import lr_at
-from lrsweep.train import budget, train
+from lrsweep.training.sequential import budget, train
 
 from conftest import make_config
 

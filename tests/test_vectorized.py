@@ -11,12 +11,12 @@ import math
 import pytest
 import torch
 
-import lrsweep.train as train_mod
-from lrsweep import vectorized
+import lrsweep.training.sequential as train_mod
+from lrsweep.training import vectorized
 from lrsweep.config import parse_run_config
 from lrsweep.datasets import load_data
-from lrsweep.train import train
-from lrsweep.vectorized import StackedOptimizer, train_group
+from lrsweep.training.sequential import train
+from lrsweep.training.vectorized import StackedOptimizer, train_group
 
 from conftest import apply_changes
 

@@ -29,14 +29,14 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from .config import RunConfig, expand_short, parse_run_config
-from .datasets import load_data
-from .errors import ConfigError, UserError
-from .grid import load_sweep
-from .models import build_model
-from .optimizers import build_optimizer
-from .storage import atomic_write, write_csv, write_json
-from .train import budget, evaluate, resolve_device
+from lrsweep.config import RunConfig, expand_short, parse_run_config
+from lrsweep.datasets import load_data
+from lrsweep.errors import ConfigError, UserError
+from lrsweep.config.grid import load_sweep
+from lrsweep.models import build_model
+from lrsweep.optimizers import build_optimizer
+from lrsweep.storage import atomic_write, write_csv, write_json
+from lrsweep.training.sequential import budget, evaluate, resolve_device
 
 MODES = ("exp", "linear")
 SUGGESTIONS = ("valley", "steepest", "minimum/10", "clr-upper", "clr-lower/3", "clr-lower/4")
@@ -351,7 +351,7 @@ def run_range_test(base: RunConfig, batch_sizes: list[int], *, min_lr: float = 1
 
 def save(test: RangeTest, out_dir: str | Path) -> dict[str, Path]:
     """range_test.csv (every step), range_test.json (suggestions), range_test.png (the plot)."""
-    from .plots.range_test import plot_range_test
+    from lrsweep.plots.range_test import plot_range_test
     out = Path(out_dir)
     paths = {k: out / f"range_test.{k}" for k in ("csv", "json", "png")}
     frame = test.frame()

@@ -25,13 +25,13 @@ from typing import Callable, Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-from . import storage
-from .config import RunConfig
-from .datasets import Data
-from .errors import ConfigError
-from .models import build_model
-from .optimizers import build_optimizer
-from .schedules import LRSchedule
+from lrsweep import storage
+from lrsweep.config import RunConfig
+from lrsweep.datasets import Data
+from lrsweep.errors import ConfigError
+from lrsweep.models import build_model
+from lrsweep.optimizers import build_optimizer
+from lrsweep.schedules import LRSchedule
 
 COMPLETE, DIVERGED, FAILED = "complete", "diverged", "failed"
 CHECKPOINT = "checkpoint.pt"
@@ -55,7 +55,7 @@ def checkpoint_dir(path: Optional[str | Path]) -> Iterator[None]:
 
 def config_id(cfg: RunConfig) -> str:
     """Which config a checkpoint belongs to (the run id of the config as trained)."""
-    from .grid import run_id  # grid imports config only
+    from lrsweep.config.grid import run_id  # grid imports config only
 
     return run_id(cfg)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
-from . import storage
+from lrsweep import storage
 
 DEFAULT_SMOOTHING = 0.9  # config.py's default, for runs whose config.json lacks the field
 # Per-step oscillation is the spread of the loss around a centred moving average of this many

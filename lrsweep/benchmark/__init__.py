@@ -49,7 +49,7 @@ EXTRA_VARIANTS = ("options",)  # per member-step timings of every engine option 
 # --variants all). On a busy machine, multi-threaded kernels (plain, sequential) slow down most.
 DEFAULT_FULL = VARIANTS
 DEFAULT_QUICK = ("options",) + VARIANTS
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED_MNIST_ROOTS = (Path("../shared/datasets"), REPO.parent / "shared" / "datasets")
 
 
@@ -109,7 +109,7 @@ def subset_indices(n: int, k: Optional[int], subset_seed: int, salt: int) -> Opt
     """The indices lrsweep's dataset.train_subset (salt 1) / val_subset (salt 2) picks."""
     if k is None:
         return None
-    from .datasets import _gen
+    from lrsweep.datasets import _gen
     return torch.randperm(n, generator=_gen(subset_seed, salt))[:k].sort().values
 
 
@@ -206,9 +206,9 @@ def _cell(result: dict) -> dict:
 
 def engine_sweep(raw: dict, engine: str) -> list[dict]:
     """(b)/(c): the engine in this process, group by group (as the inline executor runs it)."""
-    from .datasets import clear_cache
-    from .engine import make_groups, run_group
-    from .grid import build_sweep
+    from lrsweep.datasets import clear_cache
+    from lrsweep.training.units import make_groups, run_group
+    from lrsweep.config.grid import build_sweep
 
     clear_cache()  # each variant pays its own data loading
     specs = build_sweep(raw).runs
@@ -247,10 +247,10 @@ def engine_options(raw: dict, grid: BenchGrid, members: int = 8, log: Callable[[
     `engine: auto` and the defaults were chosen from; slow options are shown, not hidden."""
     import copy as _copy
 
-    from .config import parse_run_config
-    from .datasets import load_data
-    from .train import evaluate, resolve_device, train
-    from .vectorized import train_group
+    from lrsweep.config import parse_run_config
+    from lrsweep.datasets import load_data
+    from lrsweep.training.sequential import evaluate, resolve_device, train
+    from lrsweep.training.vectorized import train_group
 
     base = {k: v for k, v in _copy.deepcopy(raw).items() if k != "sweep"}
     base["dataset"]["val_subset"] = 256  # train.train evaluates at its last step: keep that cheap
@@ -295,7 +295,7 @@ def engine_options(raw: dict, grid: BenchGrid, members: int = 8, log: Callable[[
                 rows.append({"batch_size": B, "option": name, "ms_per_member_step": 1e3 * dt})
                 log(f"  B={B} {name}: {1e3 * dt:.1f} ms per member-step")
         torch.set_num_threads(threads)
-        from .models import build_model
+        from lrsweep.models import build_model
         model = build_model(parse_run_config(base).model, data.input_shape, data.num_classes).to(dev)
         full = load_data(parse_run_config({**base, "dataset": {**base["dataset"], "val_subset": None}}).dataset, dev)
         evals = []
@@ -414,8 +414,8 @@ def _cpu_name() -> str:
 def run_bench(grid: BenchGrid = FULL, variants: tuple[str, ...] = VARIANTS, data_root: Optional[str | Path] = None,
               device: str = "auto", out: Optional[str | Path] = "bench.json",
               log: Callable[[str], None] = print, peak_seconds: float = 1.5) -> dict:
-    from .models import count_flops
-    from .train import resolve_device
+    from lrsweep.models import count_flops
+    from lrsweep.training.sequential import resolve_device
 
     unknown = [v for v in variants if v not in VARIANTS + EXTRA_VARIANTS]
     if unknown:

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from .errors import UserError
-from .grid import RunSpec
+from lrsweep.errors import UserError
+from lrsweep.config.grid import RunSpec
 
 Notify = Callable[..., None]
 EXECUTORS = ("local", "ray")
@@ -64,8 +64,8 @@ def uses_gpu(specs: list[RunSpec]) -> bool:
 
 
 def failed_record(spec: RunSpec, error: str, tb: Optional[str] = None):
-    from .engine import RunRecord, result_record
-    from .train import FAILED
+    from lrsweep.training.units import RunRecord, result_record
+    from lrsweep.training.sequential import FAILED
 
     summary = {"traceback": tb} if tb else {}
     return RunRecord(spec.run_id, spec.config.model_dump(mode="json"), {}, {},
@@ -88,8 +88,8 @@ def train_group(group: list[RunSpec], engine: str, emit: Notify, checkpoint_root
     """Train one group with engine.run_group, in this process. Emits run_start/step events;
     yields one record per run. A UserError (the user's config) propagates; any other exception
     escaping the engine becomes `failed` records for the runs it had not finished."""
-    from .engine import run_group
-    from .train import checkpoint_dir
+    from lrsweep.training.units import run_group
+    from lrsweep.training.sequential import checkpoint_dir
 
     by_id = {s.run_id: s for s in group}
     left = dict(by_id)
@@ -197,7 +197,7 @@ def _worker_main(wid: int, conn, device: Optional[str], threads: int, parent_pid
         torch.set_num_interop_threads(1)
     except RuntimeError:
         pass
-    from . import engine as _engine  # noqa: F401 - import cost paid before "ready"
+    from lrsweep.training import units as _engine  # noqa: F401 - import cost paid before "ready"
 
     conn.send(("ready", os.getpid()))
     while True:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import UserError
+from lrsweep.errors import UserError
 
 app = typer.Typer(help="Which learning rate goes with which batch size? Sweep, measure, fit.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -90,9 +90,9 @@ def check_choice(option: str, value: str, allowed: tuple[str, ...]) -> str:
 def plan(config: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
          set_: SetOpt = None, out: OutOpt = Path("runs")):
     """Print the expanded grid (count, runs, which already finished) without training."""
-    from . import storage
-    from .grid import load_sweep
-    from .sweep import preflight, sweep_dir_for
+    from lrsweep import storage
+    from lrsweep.config.grid import load_sweep
+    from lrsweep.sweep import preflight, sweep_dir_for
 
     sweep = load_sweep(config, set_ or [])
     preflight(sweep)
@@ -120,12 +120,12 @@ def run(config: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
         engine: Annotated[Optional[str], typer.Option("--engine", help="auto, vectorized or sequential (sets train.engine; default: the config's, auto).")] = None,
         max_members: Annotated[Optional[int], typer.Option("--max-members", help="Vectorized engine: at most this many runs in one stacked model (sets train.max_members).")] = None):
     """Train every grid cell not yet finished; print the best LR per batch size."""
-    from .executor import make_executor
-    from .grid import load_sweep
-    from .progress import make_progress
-    from .records import load_runs
-    from .summary import METRICS, best_lr_table, check_metric
-    from .sweep import run_sweep
+    from lrsweep.execution import make_executor
+    from lrsweep.config.grid import load_sweep
+    from lrsweep.cli.progress import make_progress
+    from lrsweep.analysis.runs import load_runs
+    from lrsweep.analysis.cells import METRICS, best_lr_table, check_metric
+    from lrsweep.sweep import run_sweep
 
     check_metric(metric, {k: v for k, v in METRICS.items() if k != "loss_drop_after_target"})
     set_ = list(set_ or [])
@@ -176,7 +176,7 @@ def summarize(paths: Annotated[list[Path], typer.Argument(help="Sweep folder(s),
               format_: Annotated[str, typer.Option("--format", help="table, csv, json or markdown (the best-LR table on stdout).")] = "table",
               plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the PNG figures.")] = True):
     """Best LR per batch size, sub-grid optimum, scaling-law fits, critical batch size; writes report/."""
-    from .report import build_report, write_report
+    from lrsweep.analysis.report import build_report, write_report
 
     check_choice("--format", format_, ("table", "csv", "json", "markdown"))
     report = build_report(paths, metric, targets=target, tolerance=tolerance, after_steps=after_steps)
@@ -212,8 +212,8 @@ def predict(paths: Annotated[list[Path], typer.Argument(help="Sweep folder(s), o
             law: Annotated[Optional[str], typer.Option("--law", help="Use this law instead of the best ranked: linear, sqrt, power, surge, linear_rule, sqrt_rule.")] = None,
             format_: Annotated[str, typer.Option("--format", help="table or json.")] = "table"):
     """The optimal LR at a new batch size, from the best-fitting scaling law."""
-    from .fits import LAWS, RULES
-    from .report import build_report, predict as predict_lr
+    from lrsweep.analysis.fits import LAWS, RULES
+    from lrsweep.analysis.report import build_report, predict as predict_lr
 
     check_choice("--format", format_, ("table", "json"))
     if law is not None:
@@ -256,7 +256,7 @@ def range_test(config: Annotated[Path, typer.Argument(help="Sweep YAML file: its
     """LR range test: ramp the LR, record the loss, suggest LRs (one curve per batch size)."""
     from rich.progress import Progress
 
-    from .rangetest import emit_sweep as write_sweep, load_base, run_range_test, save
+    from lrsweep.rangetest import emit_sweep as write_sweep, load_base, run_range_test, save
 
     check_choice("--format", format_, ("table", "json"))
     base, sizes, raw, ignored = load_base(config, set_ or [])
@@ -299,7 +299,7 @@ def bench(quick: Annotated[bool, typer.Option("--quick", help="A smaller grid: B
           device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
           variants: Annotated[Optional[str], typer.Option("--variants", help="Comma-separated subset of options,plain,sequential,vectorized,auto, or all (options: per member-step time of each engine option). Default: plain,sequential,vectorized,auto; with --quick all.")] = None):
     """Time one grid several ways: a plain PyTorch loop, the sequential and vectorized engines, and `lrsweep run`."""
-    from .bench import (DEFAULT_FULL, DEFAULT_QUICK, EXTRA_VARIANTS, FULL, QUICK, VARIANTS, eval_line,
+    from lrsweep.benchmark import (DEFAULT_FULL, DEFAULT_QUICK, EXTRA_VARIANTS, FULL, QUICK, VARIANTS, eval_line,
                         options_rows, run_bench, table_rows)
 
     if variants is None:

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from .config import (
+from lrsweep.config import (
     RunConfig, apply_overrides, check_unknown_keys, expand_short, load_yaml,
     parse_run_config, set_dotted,
 )
-from .errors import ConfigError
+from lrsweep.errors import ConfigError
 
 GENERATORS = ("logspace", "linspace", "range")
 # Fields that do not change a run's numbers, so they do not change its id.

@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from .errors import UserError
-from .grid import load_sweep
-from .records import hashable
+from lrsweep.errors import UserError
+from lrsweep.config.grid import load_sweep
+from lrsweep.analysis.runs import hashable
 
 # metric -> True if larger is better
 METRICS = {

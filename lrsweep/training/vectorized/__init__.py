@@ -48,11 +48,11 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
-from .config import OptimizerConfig, RunConfig
-from .datasets import Data
-from .models import build_model
-from .schedules import LRSchedule
-from .train import COMPLETE, DIVERGED, RunOutcome, budget, run_summary
+from lrsweep.config import OptimizerConfig, RunConfig
+from lrsweep.datasets import Data
+from lrsweep.models import build_model
+from lrsweep.schedules import LRSchedule
+from lrsweep.training.sequential import COMPLETE, DIVERGED, RunOutcome, budget, run_summary
 
 VECTORIZED_OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "signsgd")
 

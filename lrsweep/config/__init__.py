@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from lrsweep.errors import ConfigError
 
 DATASETS = ("mnist", "fashion-mnist", "tiny-imagenet", "digits", "synthetic")
 MODELS = ("mlp", "cnn5", "resnet18")

@@ -16,10 +16,13 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from . import critical, fits, optimum, storage
-from .errors import UserError
-from .records import find_sweep_dirs, load_runs
-from .summary import (
+from lrsweep.analysis import critical
+from lrsweep.analysis import fits
+from lrsweep.analysis import optimum
+from lrsweep import storage
+from lrsweep.errors import UserError
+from lrsweep.analysis.runs import find_sweep_dirs, load_runs
+from lrsweep.analysis.cells import (
     add_loss_drop, best_lr_table, cell_counts, cell_table, check_metric, expected_runs,
 )
 
@@ -254,7 +257,7 @@ def fits_record(report: Report) -> dict:
 
 def draw(report: Report, g: Group) -> dict:
     """The figures of one group, as name -> axes (not yet saved)."""
-    from . import plots
+    from lrsweep import plots
     measured = g.cells[g.cells["n"] > 0]
     out = {"heatmap": plots.heatmap(g.cells, report.metric, report.higher, g.best),
            "metric_vs_lr": plots.metric_vs_lr(measured, report.metric, logy=_spans_decades(measured["mean"]))}
@@ -289,7 +292,7 @@ def _spans_decades(values: pd.Series) -> bool:
 
 def write_report(report: Report, out_dir: str | Path, with_plots: bool = True) -> list[Path]:
     """Write the report folder; returns the files written."""
-    from .plots import save
+    from lrsweep.plots import save
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []

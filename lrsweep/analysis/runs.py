@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import storage
-from .errors import UserError
+from lrsweep import storage
+from lrsweep.errors import UserError
 
 # Keys of result.json that are nested or bulky; not DataFrame columns.
 _NESTED = ("axes", "targets", "epoch_times", "traceback")

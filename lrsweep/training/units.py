@@ -29,11 +29,11 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
-from .config import RunConfig
-from .datasets import load_data
-from .errors import ConfigError, UserError
-from .grid import RunSpec
-from .train import FAILED, budget, resolve_device, train
+from lrsweep.config import RunConfig
+from lrsweep.datasets import load_data
+from lrsweep.errors import ConfigError, UserError
+from lrsweep.config.grid import RunSpec
+from lrsweep.training.sequential import FAILED, budget, resolve_device, train
 
 StepCallback = Callable[..., None]
 ENGINES = ("auto", "vectorized", "sequential")
@@ -86,7 +86,7 @@ def result_record(spec: RunSpec, status: str, summary: dict, error: Optional[str
 
 def resolve_engine(cfg: RunConfig, engine: str = "auto") -> str:
     """'vectorized' or 'sequential' for this run (see the module docstring)."""
-    from .vectorized import vectorizable
+    from lrsweep.training.vectorized import vectorizable
 
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
@@ -177,7 +177,7 @@ def run_spec(spec: RunSpec, on_step: Optional[StepCallback] = None, engine: str 
 
 def run_vectorized(group: list[RunSpec], on_step: Optional[StepCallback] = None) -> list[RunRecord]:
     """Train a group (make_groups) as stacked members; one record per run, in order."""
-    from .vectorized import train_group
+    from lrsweep.training.vectorized import train_group
 
     cfgs = [effective_config(s.config, "vectorized") for s in group]
     device = resolve_device(cfgs[0].train.device)
