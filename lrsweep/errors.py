@@ -16,3 +16,17 @@ class ConfigError(UserError):
 
 class LockedError(UserError):
     """Another lrsweep process is writing the same sweep folder."""
+
+
+class ParameterError(UserError):
+    """A library function got a bad argument. `param` is the Python parameter name
+    (`tolerance`, `workers`); the CLI rewrites it to its flag (`--tolerance`) when printing."""
+
+    def __init__(self, param: str, message: str):
+        self.param = param
+        self.message = message
+        super().__init__(f"{param}: {message}")
+
+    def renamed(self, name: str) -> "ParameterError":
+        """The same error under another name (the CLI's flag for the parameter)."""
+        return ParameterError(name, self.message)
