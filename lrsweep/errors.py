@@ -30,3 +30,12 @@ class ParameterError(UserError):
     def renamed(self, name: str) -> "ParameterError":
         """The same error under another name (the CLI's flag for the parameter)."""
         return ParameterError(name, self.message)
+
+    def with_flags(self, flags: dict[str, str]) -> UserError:
+        """The message as the CLI shows it, with parameters written as flags (`flags`: e.g.
+        {"min_lr": "--min-lr"}): the subject, and every other parameter the message names in
+        backticks (`max_lr`)."""
+        import re
+
+        message = re.sub(r"`(\w+)`", lambda m: flags.get(m.group(1), m.group(1)), self.message)
+        return UserError(f"{flags.get(self.param, self.param)}: {message}")

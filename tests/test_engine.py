@@ -22,26 +22,36 @@ def specs(**changes):
     return build_sweep(make_config(**changes)).runs
 
 
+def groups(runs, engine=None):
+    """Run ids per work unit (the engine is decided once, in plan_units)."""
+    return [[s.run_id for s in u.specs] for u in engine_mod.plan_units(runs, engine=engine)]
+
+
+def ids(runs):
+    return [r.run_id for r in runs]
+
+
 def test_auto_trains_alone_on_the_cpu():
     runs = specs()
     assert engine_mod.resolve_engine(runs[0].config) == "sequential"
-    assert engine_mod.make_groups(runs) == [[r] for r in runs]
-    assert engine_mod.make_groups(runs, "sequential") == [[r] for r in runs]
+    assert groups(runs) == [[r] for r in ids(runs)]
+    assert groups(runs, "sequential") == [[r] for r in ids(runs)]
+    assert {u.engine for u in engine_mod.plan_units(runs)} == {engine_mod.Engine.SEQUENTIAL}
 
 
 def test_vectorized_groups_share_everything_but_scalars():
     runs = specs(sweep={"batch_size": [16, 32], "lr": [0.01, 0.1], "seed": [0, 1],
                         "optimizer.momentum": [0.0, 0.9]})
-    groups = engine_mod.make_groups(runs, "vectorized")
-    assert sorted(len(g) for g in groups) == [8, 8]  # one group per batch size
-    for g in groups:
-        assert len({s.config.train.batch_size for s in g}) == 1
-    assert sorted(s.run_id for g in groups for s in g) == sorted(r.run_id for r in runs)
+    units = engine_mod.plan_units(runs, engine="vectorized")
+    assert sorted(len(u.specs) for u in units) == [8, 8]  # one group per batch size
+    for u in units:
+        assert len({s.config.train.batch_size for s in u.specs}) == 1 and u.engine == "vectorized"
+    assert sorted(s.run_id for u in units for s in u.specs) == sorted(r.run_id for r in runs)
     # the config's train.engine does the same when the argument is auto
     runs_cfg = specs(sweep={"lr": [0.01, 0.1, 0.3]}, **{"train.engine": "vectorized"})
-    assert [len(g) for g in engine_mod.make_groups(runs_cfg)] == [3]
+    assert [len(g) for g in groups(runs_cfg)] == [3]
     # ... and the argument wins over the config
-    assert [len(g) for g in engine_mod.make_groups(runs_cfg, "sequential")] == [1, 1, 1]
+    assert [len(g) for g in groups(runs_cfg, "sequential")] == [1, 1, 1]
 
 
 @pytest.mark.parametrize("axis,values", [
@@ -51,17 +61,17 @@ def test_vectorized_groups_share_everything_but_scalars():
 ])
 def test_structural_differences_split_groups(axis, values):
     runs = specs(sweep={axis: values, "lr": [0.01, 0.1]}, **{"train.engine": "vectorized"})
-    assert sorted(len(g) for g in engine_mod.make_groups(runs)) == [2, 2]
+    assert sorted(len(g) for g in groups(runs)) == [2, 2]
 
 
 def test_adafactor_and_checkpointing_runs_train_alone_and_max_members_chunks():
     runs = specs(sweep={"lr": [0.01, 0.1]}, **{"train.engine": "vectorized", "optimizer.name": "adafactor"})
-    assert [len(g) for g in engine_mod.make_groups(runs)] == [1, 1]
+    assert [len(g) for g in groups(runs)] == [1, 1]
     assert engine_mod.resolve_engine(runs[0].config) == "sequential"
     runs = specs(sweep={"lr": [0.01, 0.1]}, **{"train.engine": "vectorized", "train.checkpoint": "epoch"})
-    assert [len(g) for g in engine_mod.make_groups(runs)] == [1, 1]
+    assert [len(g) for g in groups(runs)] == [1, 1]
     runs = specs(sweep={"lr": [0.01, 0.02, 0.03, 0.1, 0.3]}, **{"train.engine": "vectorized", "train.max_members": 2})
-    assert [len(g) for g in engine_mod.make_groups(runs)] == [2, 2, 1]
+    assert [len(g) for g in groups(runs)] == [2, 2, 1]
 
 
 def test_engine_options_do_not_change_run_ids_but_precision_does():

@@ -8,7 +8,8 @@ from lrsweep.config import OPTIMIZERS, SCHEDULES
 from lrsweep.datasets import load_data
 from lrsweep.config.grid import build_sweep
 from lrsweep.schedules import lr_at
-from lrsweep.training.sequential import budget, train
+from lrsweep.training.sequential import train
+from lrsweep.training.setup import budget
 
 from conftest import make_config
 

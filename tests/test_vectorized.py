@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-import lrsweep.training.sequential as train_mod
-from lrsweep.training import vectorized
+import lrsweep.training.setup as setup_mod
+from lrsweep.training.vectorized import loop as vectorized_loop
 from lrsweep.config import parse_run_config
 from lrsweep.datasets import load_data
 from lrsweep.training.sequential import train
@@ -38,7 +38,7 @@ def cfg(**changes):
 @pytest.fixture(autouse=True, params=["vmap", "threads"])
 def formulation(request, monkeypatch):
     """Every test runs both formulations: vmap (the GPU path) and threads (the CPU path)."""
-    monkeypatch.setattr(vectorized, "default_formulation", lambda device: request.param)
+    monkeypatch.setattr(vectorized_loop, "default_formulation", lambda device: request.param)
     return request.param
 
 
@@ -53,16 +53,16 @@ def _threads():
 def sequential(c, monkeypatch):
     """train.train on one config; also returns its final model state."""
     built = []
-    real = train_mod.build_model
+    real = setup_mod.build_model
 
     def capture(*a, **k):
         built.append(real(*a, **k))
         return built[-1]
 
-    monkeypatch.setattr(train_mod, "build_model", capture)
+    monkeypatch.setattr(setup_mod, "build_model", capture)
     data = load_data(c.dataset, CPU)
     out = train(c, data, CPU)
-    monkeypatch.setattr(train_mod, "build_model", real)
+    monkeypatch.setattr(setup_mod, "build_model", real)
     return out, {k: v.detach().clone() for k, v in built[-1].state_dict().items()}
 
 
@@ -225,7 +225,7 @@ def test_chunks_and_out_of_memory_halving_give_the_same_numbers(monkeypatch):
     data = load_data(cfgs[0].dataset, CPU)
     whole = train_group(cfgs, data, CPU)
     chunked = train_group(cfgs, data, CPU, max_members=2)
-    real = vectorized._train_chunk
+    real = vectorized_loop._train_chunk
     sizes = []
 
     def picky(chunk, *a, **k):
@@ -234,7 +234,7 @@ def test_chunks_and_out_of_memory_halving_give_the_same_numbers(monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(chunk, *a, **k)
 
-    monkeypatch.setattr(vectorized, "_train_chunk", picky)
+    monkeypatch.setattr(vectorized_loop, "_train_chunk", picky)
     halved = train_group(cfgs, data, CPU)
     assert sizes == [3, 2, 1, 1, 1]
     for a, b, c in zip(whole, chunked, halved):

@@ -23,16 +23,10 @@ from lrsweep.config import (
     RunConfig, apply_overrides, check_unknown_keys, expand_short, load_yaml,
     parse_run_config, set_dotted,
 )
+from lrsweep.config.roles import identity_dict
 from lrsweep.errors import ConfigError
 
 GENERATORS = ("logspace", "linspace", "range")
-# Fields that do not change a run's numbers, so they do not change its id.
-NON_IDENTITY = (("name",), ("train", "device"), ("train", "checkpoint"), ("train", "channels_last"),
-                ("train", "engine"), ("train", "max_members"), ("train", "compile"))
-# Fields left out of the run id while they have this value (added later: old ids stay valid).
-IDENTITY_DEFAULTS = {("train", "precision"): "fp32"}
-
-
 @dataclass
 class RunSpec:
     """One cell of the grid."""
@@ -124,16 +118,8 @@ def _parse_axes(sweep_raw: Any) -> list[list[tuple[str, list]]]:
 
 
 def run_id(config: RunConfig) -> str:
-    d = config.model_dump(mode="json")
-    for path in NON_IDENTITY:
-        node = d
-        for p in path[:-1]:
-            node = node[p]
-        node.pop(path[-1], None)
-    for (section, key), default in IDENTITY_DEFAULTS.items():
-        if d.get(section, {}).get(key) == default:
-            d[section].pop(key)
-    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    """10 hex digits of the SHA-1 of the config's identity fields (config/roles.py)."""
+    blob = json.dumps(identity_dict(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 

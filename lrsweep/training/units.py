@@ -1,114 +1,109 @@
-"""Engines turn run specs into run records; they never touch the sweep folder.
+"""Work units: the grid's pending runs cut into what one worker trains at a time, each with
+its engine decided once, here, and the folders its runs keep checkpoints in.
 
-A `RunRecord` holds plain dicts and lists only, so it can come back from a worker process or a
-remote task; the sweep driver (sweep.py) is the one writer of `runs/<name>/`.
+- `sequential` units hold one run, trained by training/sequential.py (the reference numbers).
+- `vectorized` units hold a group of runs trained as one stacked model (training/vectorized/).
 
-- `sequential`: one run after another with train.train (the reference numbers).
-- `vectorized`: a group of runs as one stacked model (vectorized.py); same records and files.
-- `auto` (default): chosen per device from measurements (README, "Speed: engines and
-  benchmark"): on CUDA the vectorized engine; on CPU the sequential one, with channels_last for
-  conv models where train.channels_last is left unset. On CPU, parallelism comes from the
-  executor (one single-threaded worker per core), and one-run units balance best over workers.
+Which engine (`resolve_engine`): the `engine` argument unless it is None or `auto`, else the
+run's `train.engine`; `auto` means, from measurements (README, "Speed: engines and benchmark"),
+vectorized on CUDA and sequential on the CPU, where parallelism comes from the executor (one
+single-threaded worker per core) and one-run units balance best over workers. Neither changes
+a run's id.
 
-The engine is picked by the `engine` argument unless that is `auto`, then by the run's
-`train.engine`. Neither changes a run's id (grid.NON_IDENTITY).
-
-Grouping rule (make_groups/group_key): runs go in one vectorized group when their configs are
-equal except for the scalar fields in MEMBER_FIELDS: the optimizer's scalar settings (not its
-name, nesterov or centered), the schedule's parameters (not its name), lr_scaling, the seed,
-targets, divergence factor, log_every. Same dataset, model, batch size, budget and evaluation.
-Groups are split into chunks of train.max_members.
+Grouping (`group_key`): runs share a vectorized unit when their configs are equal except for
+the fields declared MEMBER on the schema (config/schema.py: the optimizer's scalar settings,
+the schedule's parameters, lr_scaling, the seed, targets, ...). Groups are chunked by
+train.max_members.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import traceback
-from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
-
-import torch
+from dataclasses import dataclass, replace
+from enum import Enum
+from pathlib import Path
+from typing import Iterator, Optional
 
 from lrsweep.config import RunConfig
+from lrsweep.config.grid import RunSpec
+from lrsweep.config.roles import group_dict
 from lrsweep.datasets import load_data
 from lrsweep.errors import ConfigError, UserError
-from lrsweep.config.grid import RunSpec
-from lrsweep.training.sequential import FAILED, budget, resolve_device, train
+from lrsweep.events import Callback, RunStarted, Step, ignore
+from lrsweep.results import RunRecord, RunResult
+from lrsweep.training.setup import budget, resolve_device
 
-StepCallback = Callable[..., None]
-ENGINES = ("auto", "vectorized", "sequential")
 CONV_MODELS = ("cnn5", "resnet18")
 
-# Fields that may differ inside a vectorized group (None: the whole section).
-MEMBER_FIELDS: dict[str, Optional[tuple[str, ...]]] = {
-    "name": None,
-    "optimizer": ("lr", "momentum", "dampening", "weight_decay", "betas", "eps", "alpha", "lr_decay",
-                  "beta2_decay"),
-    "lr_scaling": None,
-    "train": ("seed", "target_train_loss", "target_val_accuracy", "target_smoothing", "stop_after_target",
-              "divergence_factor", "log_every", "engine", "max_members"),
-}
-SCHEDULE_STRUCTURE = ("name",)  # every other schedule field is per member (LRs come from the host)
+
+class Engine(str, Enum):
+    SEQUENTIAL = "sequential"
+    VECTORIZED = "vectorized"
+
+    def __str__(self) -> str:
+        return self.value
 
 
-@dataclass
-class RunRecord:
-    run_id: str
-    config: dict  # -> config.json
-    metrics: dict  # -> metrics.csv
-    evals: dict  # -> evals.csv
-    result: dict  # -> result.json (written last)
+ENGINE_CHOICES = ("auto", *(e.value for e in Engine))
 
 
-def result_record(spec: RunSpec, status: str, summary: dict, error: Optional[str]) -> dict:
-    """result.json: status, axes, headline metrics; *_to_target = the train-loss target if set, else val-acc."""
-    cfg = spec.config
-    rec = {"run_id": spec.run_id, "status": status, "error": error, "axes": spec.axes,
-           "optimizer": cfg.optimizer.name, "schedule": cfg.schedule.name, "model": cfg.model.name,
-           "dataset": cfg.dataset.name, "seed": cfg.train.seed, "batch_size": cfg.train.batch_size,
-           "nominal_lr": cfg.optimizer.lr, "lr": cfg.effective_lr, **summary}
-    targets = summary.get("targets") or {}
-    for name in ("train_loss", "val_acc"):
-        hit = targets.get(name) or {}
-        rec[f"steps_to_{name}"] = hit.get("step")
-        rec[f"examples_to_{name}"] = hit.get("examples")
-        rec[f"time_to_{name}"] = hit.get("seconds")
-    primary = "train_loss" if targets.get("train_loss") else "val_acc"
-    for k in ("steps", "examples", "time"):
-        rec[f"{k}_to_target"] = rec[f"{k}_to_{primary}"]
-    rec["torch_version"] = torch.__version__
-    rec["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return rec
+@dataclass(frozen=True)
+class WorkUnit:
+    """Runs trained together by one engine; `run_dirs[i]` holds run i's checkpoint.pt (None:
+    no checkpoints). Specs carry the config as trained (effective_config applied)."""
+    engine: Engine
+    specs: tuple[RunSpec, ...]
+    run_dirs: tuple[Optional[Path], ...]
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [s.run_id for s in self.specs]
+
+    def relocated(self, root: Optional[Path]) -> "WorkUnit":
+        """The same unit with checkpoints under `root` (a worker that cannot see the sweep folder)."""
+        return replace(self, run_dirs=tuple(root / s.run_id if root else None for s in self.specs))
+
+    def on_device(self, device: str) -> "WorkUnit":
+        """The same unit trained on `device` (a worker pinned to one GPU sees it as `cuda`)."""
+        specs = []
+        for s in self.specs:
+            t = s.config.train
+            if t.device.startswith("cuda:"):
+                s = RunSpec(s.run_id, s.axes, s.config.model_copy(update={"train": t.model_copy(update={"device": device})}))
+            specs.append(s)
+        return replace(self, specs=tuple(specs))
 
 
 # --------------------------------------------------------------------------- choosing
 
 
-def resolve_engine(cfg: RunConfig, engine: str = "auto") -> str:
-    """'vectorized' or 'sequential' for this run (see the module docstring)."""
+def resolve_engine(cfg: RunConfig, engine: Optional[str] = None) -> Engine:
+    """The engine that trains this run (see the module docstring)."""
     from lrsweep.training.vectorized import vectorizable
 
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
+    if engine is not None and engine not in ENGINE_CHOICES:
+        from lrsweep.errors import ParameterError
+
+        raise ParameterError("engine", f"expected one of ({', '.join(ENGINE_CHOICES)}), got {engine!r}")
     t = cfg.train
-    choice = engine if engine != "auto" else t.engine
+    choice = engine if engine not in (None, "auto") else t.engine
     if t.precision == "bf16":  # only the vectorized engine implements it
         if choice == "sequential" or not vectorizable(cfg) or t.checkpoint != "none":
             raise ConfigError("train.precision", "bf16 is implemented by the vectorized engine only "
                                                  "(not with engine: sequential, adafactor or checkpoint: epoch)")
-        return "vectorized"
+        return Engine.VECTORIZED
     if choice == "auto":
         choice = "vectorized" if resolve_device(t.device).type == "cuda" else "sequential"
     if choice == "vectorized" and (not vectorizable(cfg) or t.checkpoint != "none"):
-        return "sequential"  # adafactor, and runs that checkpoint (train.py's resume), train alone
-    return choice
+        return Engine.SEQUENTIAL  # adafactor, and runs that checkpoint (sequential's resume), train alone
+    return Engine(choice)
 
 
-def effective_config(cfg: RunConfig, engine: str) -> RunConfig:
-    """The config a run trains with (`engine`: the one that trains it). train.channels_last unset
-    (None) becomes True for conv models on the CPU (cnn5 measured 24-33% faster per step there;
-    the same for both engines, as the vectorized engine runs members as separate modules on the
-    CPU), else False (on CUDA it is unmeasured)."""
+def effective_config(cfg: RunConfig, engine: Engine | str) -> RunConfig:
+    """The config a run trains with. train.channels_last unset (None) becomes True for conv
+    models on the CPU (cnn5 measured 24-33% faster per step there; the same for both engines,
+    as the vectorized engine runs members as separate modules on the CPU), else False (on
+    CUDA it is unmeasured)."""
     if cfg.train.channels_last is not None:
         return cfg
     cl = cfg.model.name in CONV_MODELS and resolve_device(cfg.train.device).type == "cpu"
@@ -117,96 +112,95 @@ def effective_config(cfg: RunConfig, engine: str) -> RunConfig:
 
 def group_key(cfg: RunConfig) -> str:
     """Runs with equal keys may train as one vectorized group."""
-    d = cfg.model_dump(mode="json")
-    for section, fields in MEMBER_FIELDS.items():
-        if fields is None:
-            d.pop(section, None)
-        else:
-            for f in fields:
-                d[section].pop(f, None)
-    d["schedule"] = {k: d["schedule"][k] for k in SCHEDULE_STRUCTURE}
-    return json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return json.dumps(group_dict(cfg), sort_keys=True, separators=(",", ":"))
 
 
-def make_groups(specs: list[RunSpec], engine: str = "auto") -> list[list[RunSpec]]:
-    """Units of work, in the order of `specs` (by each group's first run). Sequential runs are
-    alone; vectorized runs are grouped by group_key and chunked by train.max_members."""
+def plan_units(specs: list[RunSpec], sweep_dir: Optional[Path] = None,
+               engine: Optional[str] = None) -> list[WorkUnit]:
+    """The units of work, in the order of `specs` (by each unit's first run). `sweep_dir`: where
+    run folders (and so checkpoints) live; None: no checkpoints."""
     groups: dict[str, list[RunSpec]] = {}
+    engines: dict[str, Engine] = {}
     for i, spec in enumerate(specs):
-        if resolve_engine(spec.config, engine) == "vectorized":
-            key = "v" + group_key(spec.config)
-        else:
-            key = f"s{i}"
-        groups.setdefault(key, []).append(spec)
-    out: list[list[RunSpec]] = []
-    for group in groups.values():
+        e = resolve_engine(spec.config, engine)
+        key = "v" + group_key(spec.config) if e is Engine.VECTORIZED else f"s{i}"
+        engines[key] = e
+        groups.setdefault(key, []).append(
+            RunSpec(spec.run_id, spec.axes, effective_config(spec.config, e)))
+    units = []
+    for key, group in groups.items():
         limit = group[0].config.train.max_members or len(group)
-        out += [group[i:i + limit] for i in range(0, len(group), limit)]
-    return out
+        for i in range(0, len(group), limit):
+            chunk = tuple(group[i:i + limit])
+            units.append(WorkUnit(engines[key], chunk, ()).relocated(Path(sweep_dir) if sweep_dir else None))
+    return units
 
 
-# --------------------------------------------------------------------------- running
+# --------------------------------------------------------------------------- training
 
 
-def _failed(spec: RunSpec, cfg: RunConfig, e: BaseException) -> RunRecord:
-    summary = {"traceback": traceback.format_exc(limit=5)}
-    return RunRecord(spec.run_id, cfg.model_dump(mode="json"), {}, {},
-                     result_record(spec, FAILED, summary, f"{type(e).__name__}: {e}"))
+def _record(spec: RunSpec, trained) -> RunRecord:
+    res = RunResult.for_spec(spec, trained.status, trained.error, **trained.summary)
+    return RunRecord(spec.run_id, spec.config.model_dump(mode="json"), trained.metrics, trained.evals, res)
 
 
-def run_spec(spec: RunSpec, on_step: Optional[StepCallback] = None, engine: str = "sequential") -> RunRecord:
-    """Train one run with train.train. An exception inside training becomes a `failed` record;
-    bad config raises."""
-    cfg = effective_config(spec.config, "sequential" if engine == "auto" else engine)
-    device = resolve_device(cfg.train.device)
-    data = load_data(cfg.dataset, device)
-    budget(cfg, len(data.train_y))  # a ConfigError here is the user's to fix: let it out
-    step_cb = None
-    if on_step is not None:
-        step_cb = lambda s, n, loss, lr: on_step("step", step=s, total=n, loss=loss, lr=lr)  # noqa: E731
-    try:
-        out = train(cfg, data, device, on_step=step_cb)
-    except (KeyboardInterrupt, SystemExit, UserError):
-        raise
-    except Exception as e:  # e.g. CUDA out of memory: record it, the sweep goes on
-        return _failed(spec, cfg, e)
-    summary = {**out.summary, "engine": "sequential", "group_size": 1}
-    return RunRecord(spec.run_id, cfg.model_dump(mode="json"), out.metrics, out.evals,
-                     result_record(spec, out.status, summary, out.error))
+def _train_vectorized(unit: WorkUnit, on_event: Callback) -> Iterator[RunRecord]:
+    from lrsweep.training import vectorized
 
-
-def run_vectorized(group: list[RunSpec], on_step: Optional[StepCallback] = None) -> list[RunRecord]:
-    """Train a group (make_groups) as stacked members; one record per run, in order."""
-    from lrsweep.training.vectorized import train_group
-
-    cfgs = [effective_config(s.config, "vectorized") for s in group]
+    cfgs = [s.config for s in unit.specs]
     device = resolve_device(cfgs[0].train.device)
     data = load_data(cfgs[0].dataset, device)
     for c in cfgs:
-        budget(c, len(data.train_y))  # ConfigError: the user's to fix
-    step_cb = None
-    if on_step is not None:
-        def step_cb(s, n, loss, lr, members):
-            on_step("step", step=s, total=n, loss=loss, lr=lr, members=members)
+        budget(c, len(data.train_y))  # a ConfigError is the user's to fix: let it out
+    first = unit.specs[0]
+
+    def on_step(step, total, loss, lr, members):
+        on_event(Step(first.run_id, step, total, loss, lr, members))
+
+    trained = vectorized.train_group(cfgs, data, device, on_step=on_step)
+    for spec, t in zip(unit.specs, trained):
+        yield _record(spec, t)
+
+
+def _train_one(spec: RunSpec, run_dir: Optional[Path], on_event: Callback) -> RunRecord:
+    from lrsweep.training import sequential
+
+    cfg = spec.config
+    device = resolve_device(cfg.train.device)
+    data = load_data(cfg.dataset, device)
+    budget(cfg, len(data.train_y))  # a ConfigError is the user's to fix: let it out
+
+    def on_step(step, total, loss, lr):
+        on_event(Step(spec.run_id, step, total, loss, lr))
+
+    return _record(spec, sequential.train(cfg, data, device, on_step=on_step, run_dir=run_dir))
+
+
+def train_unit(unit: WorkUnit, on_event: Callback = ignore) -> Iterator[RunRecord]:
+    """One record per run of the unit, as each finishes (a vectorized unit's all at its end).
+    Emits RunStarted and Step events. A UserError (the user's config) propagates; any other
+    exception becomes `failed` records for the runs not yet finished, and the sweep goes on."""
+    left = {s.run_id: s for s in unit.specs}
     try:
-        outcomes = train_group(cfgs, data, device, on_step=step_cb)
+        if unit.engine is Engine.VECTORIZED:
+            for spec in unit.specs:
+                on_event(RunStarted(spec.run_id, spec.axes))
+            records: Iterator[RunRecord] = _train_vectorized(unit, on_event)
+        else:
+            def one_by_one():
+                for spec, run_dir in zip(unit.specs, unit.run_dirs):
+                    on_event(RunStarted(spec.run_id, spec.axes))
+                    yield _train_one(spec, run_dir, on_event)
+            records = one_by_one()
+        for rec in records:
+            left.pop(rec.run_id, None)
+            yield rec
     except (KeyboardInterrupt, SystemExit, UserError):
         raise
-    except Exception as e:  # every member of the group failed with it; the sweep goes on
-        return [_failed(s, c, e) for s, c in zip(group, cfgs)]
-    return [RunRecord(s.run_id, c.model_dump(mode="json"), o.metrics, o.evals,
-                      result_record(s, o.status, o.summary, o.error))
-            for s, c, o in zip(group, cfgs, outcomes)]
-
-
-def run_group(group: list[RunSpec], engine: str = "auto",
-              on_step: Optional[StepCallback] = None) -> Iterator[RunRecord]:
-    """Records for a group from make_groups, in order. Sequential runs are trained lazily (one
-    per record asked for); a vectorized group is trained at the first record asked for."""
-    if group and resolve_engine(group[0].config, engine) == "vectorized" \
-            and all(resolve_engine(s.config, engine) == "vectorized" for s in group) \
-            and len({group_key(s.config) for s in group}) == 1:
-        yield from run_vectorized(group, on_step)
-        return
-    for spec in group:
-        yield run_spec(spec, on_step, resolve_engine(spec.config, engine))
+    except Exception as e:  # noqa: BLE001 - e.g. CUDA out of memory: recorded, the sweep goes on
+        err, tb = f"{type(e).__name__}: {e}", traceback.format_exc(limit=8)
+        for spec in list(left.values()):
+            left.pop(spec.run_id)
+            yield RunRecord.failed(spec, err, tb)
+    for spec in left.values():
+        yield RunRecord.failed(spec, "the engine returned no result for this run")

@@ -1,0 +1,260 @@
+"""The config schema: one `RunConfig` describes one training run completely.
+
+Field roles are declared here, on the fields, and nowhere else (roles.py reads them):
+- `NOT_IDENTITY`: does not change a run's numbers (where it runs, how it is executed), so it
+  is left out of the run id;
+- `IDENTITY_UNLESS_DEFAULT`: added after run ids were first published; left out of the id while
+  it has its default, so older folders keep their ids;
+- `MEMBER`: may differ between the runs of one vectorized group (scalar hyperparameters the
+  stacked optimizer and the per-member schedules take as numbers). A role on a section applies
+  to its fields; a field's own role overrides it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NOT_IDENTITY = {"identity": False}
+IDENTITY_UNLESS_DEFAULT = {"identity": "unless-default"}
+MEMBER = {"member": True}
+NOT_MEMBER = {"member": False}
+
+DATASETS = ("mnist", "fashion-mnist", "tiny-imagenet", "digits", "synthetic")
+MODELS = ("mlp", "cnn5", "resnet18")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adafactor", "signsgd")
+CAFFE_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid")
+SCHEDULES = ("constant",) + CAFFE_POLICIES + ("cosine", "sgdr", "cyclic", "onecycle", "plateau")
+
+# Short axis names users write in `sweep:` and `--set`.
+SHORT_NAMES = {"lr": "optimizer.lr", "batch_size": "train.batch_size", "seed": "train.seed"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class SyntheticConfig(_Strict):
+    """A generated classification problem: class-dependent Gaussian blobs shaped like images."""
+    n_train: int = Field(2048, ge=1)
+    n_val: int = Field(512, ge=1)
+    classes: int = Field(4, ge=2)
+    shape: list[int] = Field(default_factory=lambda: [1, 8, 8])
+    noise: float = Field(1.0, ge=0)
+
+
+class DatasetConfig(_Strict):
+    name: Literal[DATASETS]  # type: ignore[valid-type]
+    root: str = "data"
+    download: bool = False
+    # A fixed random subset of the training set (the same for every run: drawn with subset_seed).
+    train_subset: Optional[int] = Field(None, ge=1)
+    # A fresh random subset of the training set each epoch (document 003: 10k per epoch).
+    epoch_subset: Optional[int] = Field(None, ge=1)
+    # 'test' = the dataset's test split (digits/synthetic: a fixed 20% hold-out);
+    # a number in (0, 1) = that fraction of the training set, held out.
+    val_split: Union[Literal["test"], float] = "test"
+    val_subset: Optional[int] = Field(None, ge=1)
+    subset_seed: int = 0
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @field_validator("val_split")
+    @classmethod
+    def _fraction(cls, v):
+        if not isinstance(v, str) and not 0 < v < 1:
+            raise ValueError(f"expected 'test' or a fraction in (0, 1), got {v}")
+        return v
+
+
+class ModelConfig(_Strict):
+    name: Literal[MODELS]  # type: ignore[valid-type]
+    hidden: list[int] = Field(default_factory=lambda: [256, 256])  # mlp only
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive(cls, v):
+        if any(h < 1 for h in v):
+            raise ValueError(f"layer widths must be >= 1, got {v}")
+        return v
+
+
+class OptimizerConfig(_Strict):
+    name: Literal[OPTIMIZERS]  # type: ignore[valid-type]
+    lr: float = Field(0.1, gt=0, json_schema_extra=MEMBER)
+    momentum: float = Field(0.0, ge=0, lt=1, json_schema_extra=MEMBER)
+    dampening: float = Field(0.0, ge=0, le=1, json_schema_extra=MEMBER)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0, json_schema_extra=MEMBER)
+    betas: tuple[float, float] = Field((0.9, 0.999), json_schema_extra=MEMBER)
+    eps: float = Field(1e-8, ge=0, json_schema_extra=MEMBER)
+    alpha: float = Field(0.99, ge=0, le=1, json_schema_extra=MEMBER)  # rmsprop smoothing
+    centered: bool = False  # rmsprop
+    lr_decay: float = Field(0.0, ge=0, json_schema_extra=MEMBER)  # adagrad
+    beta2_decay: float = Field(-0.8, le=0, json_schema_extra=MEMBER)  # adafactor
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v):
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError(f"each beta must be in [0, 1), got {list(v)}")
+        return v
+
+    @field_validator("lr")
+    @classmethod
+    def _finite(cls, v):
+        if not math.isfinite(v):
+            raise ValueError(f"must be finite, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _nesterov(self):
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("nesterov needs momentum > 0 and dampening 0")
+        return self
+
+
+class ScheduleConfig(_Strict):
+    name: Literal[SCHEDULES] = Field("constant", json_schema_extra=NOT_MEMBER)  # type: ignore[valid-type]
+    warmup_steps: int = Field(0, ge=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    warmup_start_factor: float = Field(0.0, ge=0, le=1)
+    # Caffe policies (science.md section 4)
+    gamma: float = 0.1  # > 0; sigmoid may take < 0 (Caffe's decaying sigmoid)
+    power: float = Field(1.0, ge=0)
+    stepsize: Optional[int] = Field(None, ge=1)  # default: a third of the (post-warmup) steps
+    stepvalues: list[int] = Field(default_factory=list)
+    max_iter: Optional[int] = Field(None, ge=1)  # poly; default: the run's steps after warmup
+    # cosine / sgdr
+    min_lr: float = Field(0.0, ge=0)
+    t_0: Optional[int] = Field(None, ge=1)  # sgdr first period in steps; default: one epoch
+    t_mult: int = Field(1, ge=1)
+    # cyclic (Smith 2017): the LR moves between base_lr=min_lr_factor*lr and max_lr=lr
+    cycle_mode: Literal["triangular", "triangular2", "exp_range"] = "triangular"
+    step_size_up: Optional[int] = Field(None, ge=1)  # default: 2 epochs' worth of steps, capped
+    min_lr_factor: float = Field(0.25, gt=0, le=1)  # CLR: lower = upper/4 (or 1/3)
+    # onecycle (torch.optim.lr_scheduler.OneCycleLR, anneal cos)
+    pct_start: float = Field(0.3, gt=0, lt=1)
+    div_factor: float = Field(25.0, gt=0)
+    final_div_factor: float = Field(1e4, gt=0)
+    # plateau (ReduceLROnPlateau; document 001's parameters)
+    monitor: Literal["val_loss", "val_acc"] = "val_loss"
+    factor: float = Field(0.1, gt=0, lt=1)
+    patience: int = Field(10, ge=0)
+    threshold: float = Field(1e-4, ge=0)
+    threshold_mode: Literal["rel", "abs"] = "rel"
+    cooldown: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _gamma(self):
+        if not (self.gamma > 0 or (self.name == "sigmoid" and self.gamma < 0)):
+            raise ValueError(f"gamma must be > 0 (or < 0 for a decaying sigmoid), got {self.gamma}")
+        return self
+
+    @field_validator("stepvalues")
+    @classmethod
+    def _sorted(cls, v):
+        if any(s < 0 for s in v) or v != sorted(v):
+            raise ValueError(f"must be non-negative and increasing, got {v}")
+        return v
+
+
+class LRScalingConfig(_Strict):
+    rule: Literal["none", "linear", "sqrt"] = "none"
+    base_batch_size: int = Field(256, ge=1)
+
+
+class TrainConfig(_Strict):
+    batch_size: int = Field(128, ge=1)
+    # Budget: exactly one of epochs, steps, examples (default: 1 epoch).
+    epochs: Optional[float] = None
+    steps: Optional[int] = None
+    examples: Optional[int] = None
+    eval_every: Union[Literal["epoch"], int] = "epoch"  # 'epoch' or a number of steps
+    eval_batch_size: int = Field(256, ge=1)
+    log_every: int = Field(1, ge=1, json_schema_extra=MEMBER)
+    target_train_loss: Optional[float] = Field(None, gt=0, json_schema_extra=MEMBER)
+    target_val_accuracy: Optional[float] = Field(None, gt=0, le=1, json_schema_extra=MEMBER)
+    # Smoothing of the per-step train loss used to decide when target_train_loss is reached.
+    target_smoothing: float = Field(0.9, ge=0, lt=1, json_schema_extra=MEMBER)
+    # Stop this many steps after target_train_loss is first reached (document 003's protocol).
+    stop_after_target: Optional[int] = Field(None, ge=0, json_schema_extra=MEMBER)
+    # Diverged: a NaN/inf loss, or a loss above divergence_factor x the first step's loss.
+    divergence_factor: float = Field(10.0, gt=1, json_schema_extra=MEMBER)
+    device: str = Field("auto", json_schema_extra=NOT_IDENTITY)
+    seed: int = Field(0, json_schema_extra=MEMBER)
+    # None (default): on for conv models trained by the sequential engine on the CPU, where it
+    # was measured faster (training/units.py: effective_config); true/false force it.
+    channels_last: Optional[bool] = Field(None, json_schema_extra=NOT_IDENTITY)
+    # Resume point for long runs: 'epoch' writes <run_dir>/checkpoint.pt at each epoch end
+    # (recommended for e.g. resnet18 on tiny-imagenet); it does not change the run's numbers.
+    checkpoint: Literal["none", "epoch"] = Field("none", json_schema_extra=NOT_IDENTITY)
+    # How runs are executed (training/units.py); none of these changes a run id.
+    # auto: vectorized on CUDA, sequential on CPU (measured; README "Speed").
+    engine: Literal["auto", "vectorized", "sequential"] = Field("auto", json_schema_extra={**MEMBER, **NOT_IDENTITY})
+    # vectorized: at most this many runs in one stack
+    max_members: Optional[int] = Field(None, ge=1, json_schema_extra={**MEMBER, **NOT_IDENTITY})
+    # vectorized: torch.compile the stacked forward/backward (for CUDA)
+    compile: bool = Field(False, json_schema_extra=NOT_IDENTITY)
+    # bf16: forward passes under torch.autocast(bfloat16); vectorized engine only. Part of the run id.
+    precision: Literal["fp32", "bf16"] = Field("fp32", json_schema_extra=IDENTITY_UNLESS_DEFAULT)
+
+    @field_validator("epochs", "steps", "examples")
+    @classmethod
+    def _positive_budget(cls, v):
+        if v is not None and not v > 0:
+            raise ValueError(f"a budget must be > 0, got {v}")
+        return v
+
+    @field_validator("eval_every")
+    @classmethod
+    def _eval_every(cls, v):
+        if not isinstance(v, str) and v < 1:
+            raise ValueError(f"expected 'epoch' or a number of steps >= 1, got {v}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v):
+        ok = v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())
+        if not ok:
+            raise ValueError(f"expected one of (auto, cpu, cuda, cuda:N), got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_budget(self):
+        given = [k for k in ("epochs", "steps", "examples") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one budget of (epochs, steps, examples), got {', '.join(given)}")
+        if not given:
+            self.epochs = 1.0
+        return self
+
+
+class RunConfig(_Strict):
+    """Everything that defines one training run (the resolved config saved next to its results)."""
+    name: str = Field(json_schema_extra={**MEMBER, **NOT_IDENTITY})
+    dataset: DatasetConfig
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    # Every schedule parameter is per member (their LRs are computed on the host), not its name.
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, json_schema_extra=MEMBER)
+    lr_scaling: LRScalingConfig = Field(default_factory=LRScalingConfig, json_schema_extra=MEMBER)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        if not v or "/" in v or v.startswith("."):
+            raise ValueError(f"must be a non-empty folder name without '/', got {v!r}")
+        return v
+
+    @property
+    def effective_lr(self) -> float:
+        """The nominal LR times the lr_scaling factor for this run's batch size."""
+        return self.optimizer.lr * lr_scale(self.lr_scaling, self.train.batch_size)
+
+
+def lr_scale(scaling: LRScalingConfig, batch_size: int) -> float:
+    k = batch_size / scaling.base_batch_size
+    return {"none": 1.0, "linear": k, "sqrt": math.sqrt(k)}[scaling.rule]

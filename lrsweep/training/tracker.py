@@ -1,0 +1,170 @@
+"""The bookkeeping of one run, shared by every engine: what is logged per step (metrics.csv)
+and per evaluation (evals.csv), when a run has diverged or reached a target, its timings, and
+result.json's training fields. An engine feeds it numbers; the tracker decides what they mean.
+
+The vectorized engine keeps one tracker per member, so a column added here appears in both
+engines' files. Its whole state is checkpointable (state_dict / load_state_dict).
+
+Rules (from the source documents):
+- targets are recorded when first reached (document 001's time-to-98%, document 003's S and E);
+  the train-loss target is judged on a bias-corrected EMA of the step loss (single batches are
+  noisy); the val-acc target on each evaluation;
+- a run has diverged at a NaN/inf loss, or a loss above divergence_factor x its first loss: it
+  stops early and that is a result, not an error;
+- `stop_after_target`: stop this many steps after the train-loss target (document 003).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from lrsweep.config import RunConfig
+from lrsweep.results import RunStatus
+from lrsweep.training.setup import Budget
+
+STEP_COLUMNS = ("step", "epoch", "examples", "lr", "batch_size", "train_loss", "train_acc",
+                "grad_norm", "data_time", "compute_time", "elapsed")
+EVAL_COLUMNS = ("step", "epoch", "examples", "elapsed", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
+# Loop state saved in a checkpoint, besides the tables (names kept from checkpoint version 1).
+_STATE = ("initial_loss", "ema", "ema_steps", "hit_loss", "hit_acc", "win_loss", "win_correct", "win_n",
+          "data_t", "comp_t", "ep_data", "ep_comp")
+
+
+@dataclass(frozen=True)
+class StepDecision:
+    evaluate: bool  # evaluate now (the schedule's or the budget's end, or a stop after the target)
+    stop: bool  # the run is over (diverged, or stop_after_target reached)
+
+
+@dataclass
+class TrainedRun:
+    """What an engine returns per run: the tables and result.json's training fields."""
+    status: RunStatus
+    metrics: dict[str, list] = field(default_factory=dict)
+    evals: dict[str, list] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    error: Optional[str] = None
+
+
+class RunTracker:
+    def __init__(self, cfg: RunConfig, bud: Budget, start: Optional[float] = None):
+        self.cfg, self.t, self.bud = cfg, cfg.train, bud
+        self.B = cfg.train.batch_size
+        self.eval_every = bud.eval_every(cfg)
+        self.start = time.perf_counter() if start is None else start
+        self.metrics: dict[str, list] = {k: [] for k in STEP_COLUMNS}
+        self.evals: dict[str, list] = {k: [] for k in EVAL_COLUMNS}
+        self.epoch_times: list[dict] = []
+        self.status, self.reason = RunStatus.COMPLETE, None
+        self.initial_loss: Optional[float] = None
+        self.ema, self.ema_steps = 0.0, 0
+        self.hit_loss: Optional[dict] = None  # {step, examples, seconds} when first reached
+        self.hit_acc: Optional[dict] = None
+        self.win_loss, self.win_correct, self.win_n = 0.0, 0, 0  # train loss/acc since the last evaluation
+        self.data_t = self.comp_t = self.ep_data = self.ep_comp = 0.0
+        self.step, self.lr = 0, cfg.effective_lr
+        self.resumed_at: Optional[int] = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def _at(self, step: int) -> dict:
+        return {"step": step, "examples": step * self.B, "seconds": self.elapsed()}
+
+    # ------------------------------------------------------------------ feeding it
+
+    def new_epoch(self, step: int) -> None:
+        """Call before the first step of each epoch (step: steps done so far)."""
+        if step > 0:
+            self.epoch_times.append({"epoch": step // self.bud.steps_per_epoch,
+                                     "data_s": self.ep_data, "compute_s": self.ep_comp})
+            self.ep_data = self.ep_comp = 0.0
+
+    def on_step(self, step: int, lr: float, loss: float, correct: int, grad_norm: float,
+                data_time: float, compute_time: float) -> StepDecision:
+        """Record step `step` (1-based, after the update) and say what the engine does next."""
+        t, B = self.t, self.B
+        self.step, self.lr = step, lr
+        self.data_t += data_time; self.comp_t += compute_time
+        self.ep_data += data_time; self.ep_comp += compute_time
+        if self.initial_loss is None:
+            self.initial_loss = loss
+        last = step == self.bud.total_steps
+        if step % t.log_every == 0 or last or not math.isfinite(loss):
+            for k, v in zip(STEP_COLUMNS, (step, step / self.bud.steps_per_epoch, step * B, lr, B, loss,
+                                           correct / B, grad_norm, data_time, compute_time, self.elapsed())):
+                self.metrics[k].append(v)
+        if not math.isfinite(loss) or loss > t.divergence_factor * self.initial_loss:
+            self.status = RunStatus.DIVERGED
+            self.reason = f"loss {loss:.4g} at step {step} (first step: {self.initial_loss:.4g})"
+            return StepDecision(evaluate=False, stop=True)
+        self.win_loss += loss * B; self.win_correct += correct; self.win_n += B
+        s = t.target_smoothing
+        self.ema = s * self.ema + (1 - s) * loss
+        self.ema_steps += 1
+        if self.hit_loss is None and t.target_train_loss is not None \
+                and self.ema / (1 - s ** self.ema_steps) <= t.target_train_loss:
+            self.hit_loss = self._at(step)
+        after = self.hit_loss is not None and t.stop_after_target is not None \
+            and step >= self.hit_loss["step"] + t.stop_after_target
+        return StepDecision(evaluate=step % self.eval_every == 0 or last or after, stop=after)
+
+    def on_eval(self, val_loss: float, val_acc: float) -> float:
+        """Record an evaluation after the current step; returns the value the schedule monitors."""
+        step, B = self.step, self.B
+        train_loss, train_acc = self.win_loss / max(self.win_n, 1), self.win_correct / max(self.win_n, 1)
+        for k, v in zip(EVAL_COLUMNS, (step, step / self.bud.steps_per_epoch, step * B, self.elapsed(), self.lr,
+                                       train_loss, train_acc, val_loss, val_acc)):
+            self.evals[k].append(v)
+        self.win_loss, self.win_correct, self.win_n = 0.0, 0, 0
+        if self.hit_acc is None and self.t.target_val_accuracy is not None and val_acc >= self.t.target_val_accuracy:
+            self.hit_acc = self._at(step)
+        return val_loss if self.cfg.schedule.monitor == "val_loss" else val_acc
+
+    # ------------------------------------------------------------------ the result
+
+    def finish(self, device, engine: str, group_size: int = 1) -> TrainedRun:
+        """The run's tables and result.json's training fields (`engine` trained it, in a group of
+        `group_size`). Final metrics are NaN unless the run completed."""
+        nan = float("nan")
+        E, t, B, step = self.evals, self.t, self.B, self.step
+        done = self.status is RunStatus.COMPLETE and bool(E["step"])
+        epoch_times = self.epoch_times + [{"epoch": math.ceil(step / self.bud.steps_per_epoch),
+                                           "data_s": self.ep_data, "compute_s": self.ep_comp}]
+        summary = {
+            "steps": step, "examples": step * B, "epochs": step / self.bud.steps_per_epoch,
+            "total_steps": self.bud.total_steps, "steps_per_epoch": self.bud.steps_per_epoch,
+            "batch_size": B, "lr": self.cfg.effective_lr, "nominal_lr": self.cfg.optimizer.lr, "final_lr": self.lr, "initial_loss": self.initial_loss,
+            "final_train_loss": E["train_loss"][-1] if done else nan,
+            "final_train_acc": E["train_acc"][-1] if done else nan,
+            "final_val_loss": E["val_loss"][-1] if done else nan,
+            "final_val_acc": E["val_acc"][-1] if done else nan,
+            "best_val_acc": max(E["val_acc"]) if E["val_acc"] else nan,
+            "best_val_loss": min(E["val_loss"]) if E["val_loss"] else nan,
+            "targets": {
+                "train_loss": {"target": t.target_train_loss, **(self.hit_loss or {})} if t.target_train_loss else None,
+                "val_acc": {"target": t.target_val_accuracy, **(self.hit_acc or {})} if t.target_val_accuracy else None,
+            },
+            "time_s": self.elapsed(), "data_time_s": self.data_t, "compute_time_s": self.comp_t,
+            "epoch_times": epoch_times, "device": str(device), "resumed_at_step": self.resumed_at,
+            "engine": engine, "group_size": group_size,
+        }
+        return TrainedRun(self.status, self.metrics, self.evals, summary, self.reason)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        loop = {k: getattr(self, k) for k in _STATE}
+        loop.update(step=self.step, lr=self.lr, elapsed=self.elapsed())
+        return {"loop": loop, "metrics": self.metrics, "evals": self.evals, "epoch_times": self.epoch_times}
+
+    def load_state_dict(self, state: dict) -> None:
+        loop = state["loop"]
+        for k in _STATE:
+            setattr(self, k, loop[k])
+        self.step, self.lr = loop["step"], loop["lr"]
+        self.metrics, self.evals, self.epoch_times = state["metrics"], state["evals"], state["epoch_times"]
+        self.start = time.perf_counter() - loop["elapsed"]  # times continue from where the run stopped
+        self.resumed_at = self.step
