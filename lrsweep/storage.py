@@ -23,10 +23,11 @@ import pandas as pd
 import yaml
 
 from lrsweep.errors import LockedError
+from lrsweep.results import RunRecord
 
 RESULT, CONFIG, METRICS, EVALS = "result.json", "config.json", "metrics.csv", "evals.csv"
 INDEX, SWEEP_FILE, LOCK = "runs.csv", "sweep.yaml", ".lock"
-CHECKPOINT = "checkpoint.pt"  # written by train.py; removed once the run's result is written
+CHECKPOINT = "checkpoint.pt"  # written by the sequential engine; removed once the run's result is written
 
 
 def atomic_replace(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
@@ -91,7 +92,14 @@ def finished_ids(sweep_dir: Path) -> set[str]:
     return {p.name for p in sweep_dir.iterdir() if p.is_dir() and read_result(p) is not None}
 
 
-def save_run(sweep_dir: Path, run_id: str, config: dict, metrics: dict, evals: dict, result: dict) -> Path:
+def save_run(sweep_dir: Path, record: RunRecord) -> Path:
+    """A finished run's folder, from its record (results.RunRecord)."""
+    return write_run(sweep_dir, record.run_id, record.config, record.metrics, record.evals,
+                     record.result.to_dict())
+
+
+def write_run(sweep_dir: Path, run_id: str, config: dict, metrics: dict, evals: dict, result: dict) -> Path:
+    """A run folder from plain data (save_run's files; for records made by hand, e.g. fixtures)."""
     run_dir = sweep_dir / run_id
     write_json(run_dir / CONFIG, config)
     write_csv(run_dir / METRICS, metrics)

@@ -1,33 +1,36 @@
 """Run a sweep: every grid cell not yet finished; a failing run is recorded and the sweep goes
-on (optuna's trial states: complete, diverged, failed).
+on (results.RunStatus: complete, diverged, failed).
 
-The driver groups the pending runs (engine.make_groups), hands the groups to an executor
-(executor.py: in-process, local worker processes, or Ray tasks) and is the one writer of
-`runs/<name>/`: each record that comes back is saved with storage.save_run (result.json last)
-and runs.csv is rewritten from the result rows. Hence, whatever is killed when:
+The driver cuts the pending runs into work units once (training/units.py: plan_units, which
+also decides each unit's engine), hands them to an executor (execution/: in-process, local
+worker processes, or Ray tasks) and is the one writer of `runs/<name>/`: each record that
+comes back is saved with storage.save_run (result.json last) and runs.csv is rewritten from the
+result rows. Hence, whatever is killed when:
 - a run is finished iff its result.json is readable; unfinished runs are redone (from their
   checkpoint.pt, if they have one), finished ones never are, unless `retry` names their status;
 - runs.csv has one row per finished run (keyed by run folder), so never a duplicate;
 - the sweep lock (flock) keeps a second driver out; workers die with their driver.
 
-Progress is reported through `callback(event, **info)`; this module never prints. Events:
-    sweep_start(total, done, pending, executor)   run_start(spec, index, pending, worker)
-    step(step, total, loss, lr, worker)           run_end(spec, result)   sweep_end(counts)
+Progress goes to `callback(event)` as events.py's dataclasses, in this order: SweepStarted;
+per run RunStarted (from whoever trains it, numbered here), Step..., RunFinished (once its
+files are written); SweepFinished. This module never prints.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Iterable, Optional
 
 from lrsweep import storage
-from lrsweep.datasets import check_available
-from lrsweep.training.units import make_groups
-from lrsweep.execution import Executor, InlineExecutor
 from lrsweep.config.grid import RunSpec, Sweep
-from lrsweep.training.sequential import resolve_device
-
-Callback = Callable[..., None]
+from lrsweep.datasets import check_available
+from lrsweep.errors import ParameterError
+from lrsweep.events import Callback, Event, RunFinished, RunStarted, SweepFinished, SweepStarted, ignore
+from lrsweep.execution import Executor, InlineExecutor
+from lrsweep.results import RunStatus
+from lrsweep.training.setup import resolve_device
+from lrsweep.training.units import plan_units
 
 
 @dataclass
@@ -35,7 +38,7 @@ class SweepOutcome:
     sweep_dir: Path
     total: int
     skipped: int
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # status value -> runs finished this time
 
 
 def sweep_dir_for(sweep: Sweep, out_root: str | Path = "runs") -> Path:
@@ -58,12 +61,38 @@ def preflight(sweep: Sweep) -> None:
         resolve_device(spec.config.train.device)
 
 
+def _statuses(retry: Iterable[str]) -> tuple[str, ...]:
+    try:
+        return tuple(RunStatus(s).value for s in retry)
+    except ValueError:
+        choices = ", ".join(s.value for s in RunStatus)
+        raise ParameterError("retry", f"expected statuses among ({choices}), got {tuple(retry)!r}") from None
+
+
+class _Numbering:
+    """Numbers RunStarted events among this invocation's runs and remembers who trains each run
+    (its RunFinished names the same worker)."""
+
+    def __init__(self, on_event: Callback, pending: int):
+        self.on_event, self.pending, self.started = on_event, pending, 0
+        self.worker: dict[str, int] = {}
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            event = dataclasses.replace(event, index=self.started, pending=self.pending)
+            self.started += 1
+            self.worker[event.run_id] = event.worker
+        self.on_event(event)
+
+
 def run_sweep(sweep: Sweep, out_root: str | Path = "runs", callback: Optional[Callback] = None,
               retry: tuple[str, ...] = (), executor: Optional[Executor] = None,
-              engine: str = "auto") -> SweepOutcome:
+              engine: Optional[str] = None) -> SweepOutcome:
     """Run every unfinished cell. `retry` names statuses to redo (e.g. ('failed',)).
-    `executor` trains the groups (default: in this process, one run after another)."""
-    notify = callback or (lambda *a, **k: None)
+    `executor` trains the units (default: in this process, one after another). `engine`:
+    None or 'auto' (each run's train.engine), 'sequential' or 'vectorized'."""
+    on_event = callback or ignore
+    retry = _statuses(retry)
     executor = executor or InlineExecutor()
     sweep_dir = sweep_dir_for(sweep, out_root)
     preflight(sweep)
@@ -71,40 +100,32 @@ def run_sweep(sweep: Sweep, out_root: str | Path = "runs", callback: Optional[Ca
         storage.remove_stale_temp(sweep_dir)
         storage.write_sweep_file(sweep_dir, sweep.raw)
         rows = storage.read_index_rows(sweep_dir)
-        todo = [r for r in sweep.runs if r.run_id not in rows
-                or (retry and rows[r.run_id]["status"] in retry)]
-        notify("sweep_start", total=len(sweep.runs), done=len(sweep.runs) - len(todo), pending=len(todo),
-               executor=executor.describe())
-        specs = {r.run_id: r for r in todo}
+        todo = [r for r in sweep.runs if r.run_id not in rows or rows[r.run_id]["status"] in retry]
+        on_event(SweepStarted(total=len(sweep.runs), done=len(sweep.runs) - len(todo), pending=len(todo),
+                              executor=executor.describe()))
+        specs = {r.run_id: r for r in todo}  # less those saved
         for run_id in rows.keys() - specs.keys():  # finished: a checkpoint left by a killed worker is stale
             (sweep_dir / run_id / storage.CHECKPOINT).unlink(missing_ok=True)
         counts: dict[str, int] = {}
-        saved: set[str] = set()
-        started = [0]
-
-        def forward(event, **info):
-            if event == "run_start":
-                info.update(index=started[0], pending=len(todo))
-                started[0] += 1
-            notify(event, **info)
-
+        numbering = _Numbering(on_event, len(todo))
         try:
-            if todo:
-                for record in executor.run(make_groups(todo, engine), sweep_dir, forward, engine=engine):
-                    if record.run_id in saved or record.run_id not in specs:
-                        continue  # a retried task that finished twice: keep the first
-                    storage.save_run(sweep_dir, record.run_id, record.config, record.metrics,
-                                     record.evals, record.result)
-                    saved.add(record.run_id)
-                    result = record.result
-                    counts[result["status"]] = counts.get(result["status"], 0) + 1
-                    rows[record.run_id] = storage.index_row(result)
-                    storage.write_index(sweep_dir, rows)
-                    notify("run_end", spec=specs[record.run_id], result=result)
+            # Resolved: whoever trains a unit finds its checkpoints whatever its working directory.
+            units = plan_units(todo, sweep_dir.resolve(), engine) if todo else []
+            for record in executor.run(units, numbering) if units else ():
+                spec = specs.pop(record.run_id, None)
+                if spec is None:
+                    continue  # a retried task that finished twice: keep the first
+                storage.save_run(sweep_dir, record)
+                result = record.result.to_dict()
+                counts[result["status"]] = counts.get(result["status"], 0) + 1
+                rows[record.run_id] = storage.index_row(result)
+                storage.write_index(sweep_dir, rows)
+                on_event(RunFinished(record.run_id, spec.axes, result,
+                                     worker=numbering.worker.get(record.run_id, 0)))
         finally:
             executor.close()
             if sweep_dir.is_dir():
                 storage.remove_stale_temp(sweep_dir)  # workers are gone: their temp files are stale
                 storage.rebuild_index(sweep_dir)
-        notify("sweep_end", counts=counts)
+        on_event(SweepFinished(counts=counts))
     return SweepOutcome(sweep_dir, len(sweep.runs), len(sweep.runs) - len(todo), counts)

@@ -18,7 +18,8 @@ from lrsweep import storage
 from lrsweep import sweep as sweep_mod
 from lrsweep.datasets import load_data
 from lrsweep.config.grid import build_sweep
-from lrsweep.training.sequential import CHECKPOINT, train
+from lrsweep.training.checkpoint import CHECKPOINT
+from lrsweep.training.sequential import train
 
 from conftest import make_config
 

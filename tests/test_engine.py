@@ -145,6 +145,8 @@ def test_a_failing_group_fails_its_runs_and_the_sweep_goes_on(tmp_path, monkeypa
     monkeypatch.setattr(vectorized, "train_group", boom)
     out = sweep_mod.run_sweep(build_sweep(make_config(sweep={"lr": [0.01, 0.1]})), tmp_path, engine="vectorized")
     assert out.counts == {"failed": 2}
+    errors = {json.loads(p.read_text())["error"] for p in out.sweep_dir.glob("*/result.json")}
+    assert errors == {"RuntimeError: CUDA out of memory (simulated)"}
 
 
 def test_cli_engine_and_max_members_options(tmp_path, write_config):
@@ -175,3 +177,7 @@ def test_bench_on_a_tiny_grid_writes_its_report(tmp_path):
     assert report["agreement"]["vectorized"]["one_sided_divergence"] == []
     rows = bench.table_rows(report)
     assert [r["variant"] for r in rows] == ["plain", "sequential", "vectorized"]
+    table, *lines = bench.summary(report, tmp_path / "bench.json")  # what `lrsweep bench` prints
+    assert isinstance(table, bench.Table) and list(table.frame["variant"]) == ["plain", "sequential", "vectorized"]
+    assert table.title.startswith("2 runs: B (32,) x 2 LRs, 256 examples, 100 test")
+    assert lines[0].startswith("wall-time ratios: plain/sequential") and lines[-1].endswith(f"wrote {tmp_path / 'bench.json'}")

@@ -18,6 +18,9 @@ from lrsweep import storage
 from lrsweep import sweep as sweep_mod
 from lrsweep.cli import app
 from lrsweep.config.grid import build_sweep
+from lrsweep.errors import UserError
+from lrsweep.events import RunFinished, RunStarted, Step, SweepFinished, SweepStarted
+from lrsweep.execution import devices
 
 from conftest import make_config
 
@@ -42,16 +45,25 @@ def test_two_workers_give_the_same_tables_as_one_even_when_a_worker_dies(tmp_pat
     raw = make_config(sweep={"batch_size": [16, 32], "lr": [0.01, 0.1, 50.0]}, **{"train.steps": 30})
     one = sweep_mod.run_sweep(build_sweep(raw), tmp_path / "one", executor=ex.InlineExecutor())
     marker = tmp_path / "crashed"
-    monkeypatch.setenv(ex.CRASH_ONCE_ENV, str(marker))  # the first group's worker hard-exits, once
+    monkeypatch.setenv(ex.CRASH_ONCE_ENV, str(marker))  # the first unit's worker hard-exits, once
     events = []
     two = sweep_mod.run_sweep(build_sweep(raw), tmp_path / "two", executor=ex.LocalExecutor(2),
-                              callback=lambda e, **i: events.append((e, i.get("worker"))))
+                              callback=events.append)
     assert marker.exists()  # a worker died; it was replaced and its run retried
     assert one.counts == two.counts == {"complete": 4, "diverged": 2}
     assert_same_tables(one.sweep_dir, two.sweep_dir)
-    assert {w for e, w in events if e == "run_start"} == {0, 1}  # the display sees both workers
-    assert {w for e, w in events if e == "step"} == {0, 1}
-    assert sum(e == "run_end" for e, _ in events) == 6
+    # The typed messages came through the workers' pipes: events stamped with their worker.
+    started = [e for e in events if isinstance(e, RunStarted)]
+    assert {e.worker for e in started} == {0, 1}  # the display sees both workers
+    assert {e.worker for e in events if isinstance(e, Step)} == {0, 1}
+    finished = [e for e in events if isinstance(e, RunFinished)]
+    assert len(finished) == 6
+    # The worker died before starting its run: each run started once, and finished where it started.
+    assert sorted(e.run_id for e in started) == sorted(e.run_id for e in finished)
+    worker_of = {e.run_id: e.worker for e in started}
+    assert all(e.worker == worker_of[e.run_id] for e in finished)
+    assert sorted(e.index for e in started) == list(range(6)) and {e.pending for e in started} == {6}
+    assert isinstance(events[0], SweepStarted) and events[-1] == SweepFinished(two.counts)
 
 
 def test_a_run_whose_worker_keeps_dying_is_failed_and_the_sweep_goes_on(tmp_path, monkeypatch):
@@ -63,6 +75,12 @@ def test_a_run_whose_worker_keeps_dying_is_failed_and_the_sweep_goes_on(tmp_path
     assert len(index) == 3 and index.run_id.is_unique
     assert index.status.value_counts().to_dict() == {"complete": 2, "failed": 1} == out.counts
     assert "worker process died while training it (1 time, last exit code 17)" in index[index.status == "failed"].iloc[0]["error"]
+
+
+def test_a_user_error_in_a_worker_stops_the_sweep_with_its_message(tmp_path):
+    raw = make_config(sweep={"batch_size": [16, 512]})  # 512 > the 256 training examples
+    with pytest.raises(UserError, match="train.batch_size: 512 exceeds the 256 training examples"):
+        sweep_mod.run_sweep(build_sweep(raw), tmp_path / "runs", executor=ex.LocalExecutor(2))
 
 
 def _children(pid: int) -> set[int]:
@@ -157,11 +175,11 @@ def test_retry_flags_redo_failed_and_diverged_only_when_asked(write_config, tmp_
     (["--executor", "dask"], "--executor: expected one of (local, ray)"),
     (["--workers", "0"], "--workers: expected at least 1"),
     (["--devices", "0,1"], "--devices: no CUDA GPU is visible"),
-    (["--address", "auto"], "--address/--gpus-per-task need --executor ray"),
+    (["--address", "auto"], "--address: is for the ray executor"),
 ])
 def test_executor_flag_errors_are_one_line(flags, fragment, write_config, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
-    monkeypatch.setattr(ex, "visible_gpus", lambda: [])
+    monkeypatch.setattr(devices, "visible_gpus", lambda: [])
     r = runner.invoke(app, ["run", str(write_config()), "--out", str(tmp_path / "runs"), *flags])
     assert r.exit_code == 2, r.output
     assert fragment in r.output.replace("\n", "") and "Traceback" not in r.output
@@ -169,7 +187,7 @@ def test_executor_flag_errors_are_one_line(flags, fragment, write_config, tmp_pa
 
 def test_devices_are_numbered_like_cuda_n_and_default_to_one_worker_per_gpu(monkeypatch):
     monkeypatch.delenv("LRSWEEP_WORKERS", raising=False)  # conftest's in-process default
-    monkeypatch.setattr(ex, "visible_gpus", lambda: ["2", "3", "5"])  # e.g. CUDA_VISIBLE_DEVICES=2,3,5
+    monkeypatch.setattr(devices, "visible_gpus", lambda: ["2", "3", "5"])  # e.g. CUDA_VISIBLE_DEVICES=2,3,5
     specs = build_sweep(make_config(**{"train.device": "auto"})).runs
     picked = ex.make_executor(specs, devices="0,2")
     assert isinstance(picked, ex.LocalExecutor) and picked.devices == ["2", "5"] and picked.workers == 2

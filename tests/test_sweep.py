@@ -10,10 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lrsweep.training import units as engine_mod
+from lrsweep.training import sequential
 from lrsweep import storage
 from lrsweep import sweep as sweep_mod
 from lrsweep.errors import LockedError
+from lrsweep.events import RunFinished, RunStarted, Step, SweepFinished, SweepStarted
 from lrsweep.config.grid import build_sweep
 from lrsweep.analysis.runs import load_runs
 
@@ -55,7 +56,7 @@ def test_same_config_and_seed_give_the_same_numbers(tmp_path):
 
 def test_divergence_is_caught_and_the_sweep_goes_on(tmp_path):
     out = run(make_config(sweep={"lr": [0.05, 50.0]}, **{"train.steps": 40}), tmp_path)
-    df, _ = load_runs(out.sweep_dir)
+    df = load_runs(out.sweep_dir).df
     by_lr = df.set_index("nominal_lr")
     assert by_lr.loc[50.0, "status"] == "diverged" and "loss" in by_lr.loc[50.0, "error"]
     assert by_lr.loc[50.0, "steps"] < 40
@@ -64,27 +65,50 @@ def test_divergence_is_caught_and_the_sweep_goes_on(tmp_path):
 
 
 def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    real = engine_mod.train
+    real = sequential.train
 
     def flaky(cfg, *a, **k):
         if cfg.optimizer.lr == 0.1:
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(cfg, *a, **k)
 
-    monkeypatch.setattr(engine_mod, "train", flaky)
+    monkeypatch.setattr(sequential, "train", flaky)
     out = run(make_config(sweep={"lr": [0.01, 0.1]}), tmp_path)
-    df, _ = load_runs(out.sweep_dir)
+    df = load_runs(out.sweep_dir).df
     failed = df[df.status == "failed"]
     assert len(failed) == 1 and "out of memory" in failed.iloc[0]["error"]
     assert (df.status == "complete").sum() == 1
+    res = json.loads((out.sweep_dir / failed.iloc[0]["run_id"] / "result.json").read_text())
+    assert res["status"] == "failed" and res["error"] == "RuntimeError: CUDA out of memory (simulated)"
+    assert "flaky" in res["traceback"] and res["steps"] is None
     # failed runs are kept on a rerun, and redone with retry
-    monkeypatch.setattr(engine_mod, "train", real)
+    monkeypatch.setattr(sequential, "train", real)
     again = run(make_config(sweep={"lr": [0.01, 0.1]}), tmp_path)
     assert again.skipped == 2 and again.counts == {}
     retried = run(make_config(sweep={"lr": [0.01, 0.1]}), tmp_path, retry=("failed",))
     assert retried.counts == {"complete": 1}
     index = pd.read_csv(out.sweep_dir / "runs.csv")
     assert len(index) == 2 and set(index.status) == {"complete"}
+
+
+def test_the_driver_reports_each_run_started_and_finished_between_sweep_start_and_end(tmp_path):
+    (done_id,) = storage.finished_ids(run(make_config(sweep={"lr": [0.01]}), tmp_path).sweep_dir)
+    events = []
+    out = run(make_config(sweep={"lr": [0.01, 0.1, 50.0]}), tmp_path, callback=events.append)
+    assert events[0] == SweepStarted(total=3, done=1, pending=2, executor="1 worker (in-process)")
+    assert events[-1] == SweepFinished({"complete": 1, "diverged": 1}) and out.counts == events[-1].counts
+    kinds = [type(e).__name__ for e in events[1:-1] if not isinstance(e, Step)]
+    assert kinds == ["RunStarted", "RunFinished"] * 2  # one unit at a time, in process
+    started = [e for e in events if isinstance(e, RunStarted)]
+    finished = [e for e in events if isinstance(e, RunFinished)]
+    assert [(e.index, e.pending, e.worker) for e in started] == [(0, 2, 0), (1, 2, 0)]
+    assert [e.run_id for e in started] == [e.run_id for e in finished] and done_id not in {e.run_id for e in started}
+    for e in finished:  # reported once its files are written
+        on_disk = json.loads((out.sweep_dir / e.run_id / "result.json").read_text())
+        assert e.worker == 0 and e.axes == on_disk["axes"] and e.axes["lr"] in (0.1, 50.0)
+        assert (e.result["run_id"], e.result["status"]) == (on_disk["run_id"], on_disk["status"])
+    steps = [e for e in events if isinstance(e, Step)]
+    assert steps and {e.run_id for e in steps} == {e.run_id for e in started}
 
 
 def test_rerun_skips_finished_and_new_axis_values_run_alone(tmp_path):
