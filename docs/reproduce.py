@@ -28,6 +28,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lrsweep import storage
+from lrsweep.analysis.runs import load_runs, read_table
+from lrsweep.analysis.saved import SavedReport, read_report
+# g and md: the one number/table formatter of lrsweep (report.md and --format markdown use it too),
+# short-named because the page blocks below call them in every line
+from lrsweep.output.markdown import cell as g, params, table as md
+
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "reproductions.md"
 IMG = REPO / "docs" / "img" / "repro"
@@ -67,93 +74,25 @@ def lrsweep(key: str, args: list[str], timings: dict, log: bool = True) -> str:
 
 
 # --------------------------------------------------------------------------- reading results
-
-def index(name: str) -> pd.DataFrame:
-    return pd.read_csv(RUNS / name / "runs.csv")
-
+# Run folders and report folders are read by lrsweep's own readers (analysis.runs, analysis.saved).
 
 def results(name: str) -> pd.DataFrame:
-    """One row per finished run with every scalar of result.json plus its axes and folder."""
-    rows = []
-    for f in sorted((RUNS / name).glob("*/result.json")):
-        r = json.loads(f.read_text())
-        row = {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
-        row.update({k: v for k, v in (r.get("axes") or {}).items() if k not in row})
-        row["path"] = str(f.parent)
-        row["epoch_times"] = r.get("epoch_times") or []
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """One row per finished run of runs/<name>: every scalar of result.json, its axes and folder."""
+    return load_runs(RUNS / name).df
 
 
-def report(name: str) -> Path:
-    return RUNS / name / "report"
-
-
-def range_json(name: str, sub: str = "range_test") -> dict:
-    return json.loads((RUNS / name / sub / "range_test.json").read_text())
+def saved(name: str) -> SavedReport:
+    """The report folder summarize wrote for runs/<name> (fits.json, best_lr.csv, the PNGs)."""
+    return read_report(RUNS / name / "report")
 
 
 def suggestions(name: str, sub: str = "range_test", names=("valley", "steepest", "minimum/10", "clr-upper")) -> pd.DataFrame:
-    rt = range_json(name, sub)
+    rt = json.loads((RUNS / name / sub / "range_test.json").read_text())
     return pd.DataFrame([{"batch_size": r["batch_size"], **{n: (r["suggestions"].get(n) or {}).get("lr") for n in names}}
                          for r in rt["results"]])
 
 
-def _same(a, b) -> bool:
-    try:
-        return float(a) == float(b)
-    except (TypeError, ValueError):
-        return str(a) == str(b)
-
-
-def group_png(name: str, plot: str, **keys) -> Path:
-    """The PNG summarize wrote for the group with these keys (plot-N.png when there are groups)."""
-    fj = json.loads((report(name) / "fits.json").read_text())
-    groups = fj["groups"]
-    if len(groups) == 1:
-        return report(name) / f"{plot}.png"
-    for i, grp in enumerate(groups):
-        have = {**grp.get("keys", {})}
-        if all(_same(have.get(k), v) for k, v in keys.items()):
-            return report(name) / f"{plot}-{i + 1}.png"
-    return report(name) / f"{plot}-?.png"
-
-
-def critical(name: str) -> pd.DataFrame:
-    fj = json.loads((report(name) / "fits.json").read_text())
-    rows = []
-    for g in fj["groups"]:
-        for c in g.get("critical") or []:
-            rows.append({**g.get("keys", {}), **c})
-    return pd.DataFrame(rows)
-
-
-def fits(name: str) -> pd.DataFrame:
-    fj = json.loads((report(name) / "fits.json").read_text())
-    rows = []
-    for g in fj["groups"]:
-        for f in g.get("fits") or []:
-            rows.append({**g.get("keys", {}), **f})
-    return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------- markdown helpers
-
-def g(v, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "—"
-    if isinstance(v, (float, np.floating)):
-        return f"{v:.{digits}g}"
-    return str(v)
-
-
-def md(df: pd.DataFrame, digits: int = 3) -> str:
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    sep = "|" + "---|" * len(df.columns)
-    body = ["| " + " | ".join(g(v, digits) if not isinstance(v, str) else v for v in row) + " |"
-            for row in df.itertuples(index=False)]
-    return "\n".join([head, sep, *body])
-
+# --------------------------------------------------------------------------- page helpers
 
 def mean_std(s: pd.Series) -> str:
     v = s.dropna()
@@ -195,14 +134,6 @@ def figure(name: str, alt: str, draw) -> str:
     return f"![{alt}](img/repro/{name})\n\n*Drawn by `docs/reproduce.py` from the runs' metrics.csv / evals.csv (a comparison across groups, which the per-group summarize plots do not show).*"
 
 
-def metrics(path: str) -> pd.DataFrame:
-    return pd.read_csv(Path(path) / "metrics.csv")
-
-
-def evals(path: str) -> pd.DataFrame:
-    return pd.read_csv(Path(path) / "evals.csv")
-
-
 # --------------------------------------------------------------------------- the observations
 # Each entry: configs to run, range tests, summarize calls, and a function writing the page block.
 
@@ -213,7 +144,7 @@ def o1_block() -> str:
     for lr, d in r.groupby("lr"):
         cell = {int(x.batch_size): ("diverged" if x.status == "diverged" else g(x.final_train_loss, 3)) for _, x in d.iterrows()}
         rows.append({"LR": g(lr), **{f"B={b} final train loss": cell.get(int(b), "—") for b in B}})
-    best = pd.read_csv(report("o1-small") / "best_lr.csv")
+    best = saved("o1-small").best_csv()
     sug = suggestions("o1-small")
     cmp_rows = []
     for b in B:
@@ -235,14 +166,14 @@ def o1_block() -> str:
                             f"at LR {g(lr_min)} ({g(ok.loc[i_min, 'final_train_loss'])}), then rises; "
                             f"{int((col.status == 'diverged').sum())} of {len(col)} LRs diverged "
                             f"(from LR {g(col[col.status == 'diverged'].lr.min())}), recorded as data"))
-    crit = critical("o1-small")
+    crit = saved("o1-small").table("critical")
     return "\n\n".join([
         md(pd.DataFrame(rows)),
         "Grid optimum against the range test on the same setup (100 steps, LR ramped 1e-4 → 10):",
         md(pd.DataFrame(cmp_rows)),
         _bnoise(crit, "O1"),
         "\n".join(checks),
-        img(report("o1-small") / "metric_vs_lr.png", "o1-loss_vs_lr.png", "O1: final train loss against LR, B = 32 and 256"),
+        img(saved("o1-small").figure("metric_vs_lr"), "o1-loss_vs_lr.png", "O1: final train loss against LR, B = 32 and 256"),
         img(RUNS / "o1-small" / "range_test" / "range_test.png", "o1-range_test.png", "O1: LR range test, B = 32 and 256"),
     ])
 
@@ -309,7 +240,7 @@ def o2_block() -> str:
         for p in order:
             d = r[(r.policy == p) & (r.lr == 0.1) & (r.seed == 0)]
             if not d.empty:
-                m = metrics(d.iloc[0].path)
+                m = read_table(d.iloc[0].path)
                 ax1.plot(m.step, m.lr, label=p)
             ok = r[(r.policy == p) & (r.status == "complete")]
             acc = ok.groupby("lr").final_val_acc.mean()
@@ -372,8 +303,8 @@ def o4_block() -> str:
               f"{g(r[(r['optimizer.name'] == 'sgd') & (r.status == 'complete')].lr.max())}, Adam "
               f"{g(r[(r['optimizer.name'] == 'adam') & (r.status == 'complete')].lr.min())}–{g(r[(r['optimizer.name'] == 'adam') & (r.status == 'complete')].lr.max())}"]
     return "\n\n".join([md(pd.DataFrame(rows)), md(best), "Range test on the same setup (B = 64, 100 steps):", md(rt), "\n".join(checks), ONE_B,
-                        img(group_png("o4-small", "metric_vs_lr", **{"optimizer.name": "adam"}), "o4-adam.png", "O4: Adam, final val acc against LR"),
-                        img(group_png("o4-small", "metric_vs_lr", **{"optimizer.name": "sgd"}), "o4-sgd.png", "O4: SGD, final val acc against LR")])
+                        img(saved("o4-small").figure("metric_vs_lr", **{"optimizer.name": "adam"}), "o4-adam.png", "O4: Adam, final val acc against LR"),
+                        img(saved("o4-small").figure("metric_vs_lr", **{"optimizer.name": "sgd"}), "o4-sgd.png", "O4: SGD, final val acc against LR")])
 
 
 def o5_block() -> str:
@@ -415,9 +346,9 @@ def o5_block() -> str:
                                  f"({'smaller' if gap2 < gap1 else 'not smaller'} than {g(gap1, 2)})"),
               check(grows, "O7 (second half): the best B at a fixed LR grows with the LR: " +
                     ", ".join(f"LR {a}: B={b}" for a, b in zip(o7['LR'], o7['best B at this LR (equal epochs)'])))]
-    crit = critical("o5-small")
+    crit = saved("o5-small").table("critical")
     sug = suggestions("o5-small")
-    best = pd.read_csv(report("o5-small") / "best_lr.csv")
+    best = saved("o5-small").best_csv()
     cmp = []
     for _, s in sug.iterrows():
         for arm_key, arm in (("o5-small", "equal epochs"), ("o5-longer-small", "equal updates")):
@@ -430,9 +361,9 @@ def o5_block() -> str:
     return "\n\n".join([md(pd.DataFrame(rows)), md(pd.DataFrame(per_epoch)),
                         "Grid optimum against the range test (100 steps per B) on the same setup:", md(pd.DataFrame(cmp)),
                         _bnoise(crit, "O5"), md(o7), "\n".join(checks),
-                        img(group_png("o5-small", "heatmap", sweep="o5-small"), "o5-heatmap-epochs.png", "O5: val acc, B x LR, equal epochs"),
-                        img(group_png("o5-small", "heatmap", sweep="o5-longer-small"), "o5-heatmap-updates.png", "O5: val acc, B x LR, equal updates"),
-                        img(group_png("o5-small", "critical_batch", sweep="o5-small"), "o5-critical.png", "O5: steps vs examples to train loss 0.3")])
+                        img(saved("o5-small").figure("heatmap", sweep="o5-small"), "o5-heatmap-epochs.png", "O5: val acc, B x LR, equal epochs"),
+                        img(saved("o5-small").figure("heatmap", sweep="o5-longer-small"), "o5-heatmap-updates.png", "O5: val acc, B x LR, equal updates"),
+                        img(saved("o5-small").figure("critical_batch", sweep="o5-small"), "o5-critical.png", "O5: steps vs examples to train loss 0.3")])
 
 
 def o6_block() -> str:
@@ -455,8 +386,8 @@ def o6_block() -> str:
                     "warmup never hurts linear scaling, per B (linear + warmup vs linear): " + ", ".join(
                         f"B={b}: {_fmt_outcome(r, b, 'linear + warmup')} vs {_fmt_outcome(r, b, 'linear')}" for b in sorted(r.batch_size.unique()))),
               f"- mean val acc over B (diverged = 0): " + ", ".join(f"{a} {g(v, 4)}" for a, v in mean.items())]
-    return "\n\n".join([md(pd.DataFrame(rows)), "\n".join(checks), _bnoise(critical("o6-small"), "O6"),
-                        img(group_png("o6-small", "loss_vs_examples", **{"lr_scaling.rule": "linear", "schedule.warmup_epochs": 0}), "o6-linear.png",
+    return "\n\n".join([md(pd.DataFrame(rows)), "\n".join(checks), _bnoise(saved("o6-small").table("critical"), "O6"),
+                        img(saved("o6-small").figure("loss_vs_examples", **{"lr_scaling.rule": "linear", "schedule.warmup_epochs": 0}), "o6-linear.png",
                             "O6: linear scaling without warmup, train loss against examples per B")])
 
 
@@ -474,7 +405,7 @@ def o8_block() -> str:
     r = results("o8-small").sort_values("batch_size")
     rows = []
     for _, x in r.iterrows():
-        et = pd.DataFrame(x.epoch_times)
+        et = pd.DataFrame((storage.read_result(Path(x.path)) or {}).get("epoch_times") or [])
         full = et[et.epoch >= 1] if len(et) else et
         data = full.data_s.sum() / max(len(full), 1) if len(full) else math.nan
         comp = full.compute_s.sum() / max(len(full), 1) if len(full) else math.nan
@@ -489,7 +420,7 @@ def o8_block() -> str:
     fastest = int(hit.loc[hit.time_to_val_acc.idxmin(), "batch_size"]) if len(hit) else None
     osc = []
     for _, x in r.iterrows():
-        m = metrics(x.path)
+        m = read_table(x.path)
         if len(m) > 50:
             l = m.train_loss.to_numpy()
             osc.append((int(x.batch_size), float(np.mean(np.abs(np.diff(l[: min(len(l), 1000)]))))))
@@ -505,17 +436,17 @@ def o8_block() -> str:
                     + ", ".join(f"B={b}: {g(v, 2)}" for b, v in sorted(oscd.items()))),
               check(shares == sorted(shares), "the data share of the epoch time grows with B: "
                     + ", ".join(f"{x['B']}: {x['data share']}" for x in rows))]
-    crit = critical("o8-small")
+    crit = saved("o8-small").table("critical")
     return "\n\n".join([md(tab), _bnoise(crit, "O8"), "\n".join(checks),
-                        img(report("o8-small") / "oscillation.png", "o8-oscillation.png", "O8: per-step loss oscillation against B"),
-                        img(report("o8-small") / "loss_vs_step.png", "o8-loss_vs_step.png", "O8: train loss against steps per B")])
+                        img(saved("o8-small").figure("oscillation"), "o8-oscillation.png", "O8: per-step loss oscillation against B"),
+                        img(saved("o8-small").figure("loss_vs_step"), "o8-loss_vs_step.png", "O8: train loss against steps per B")])
 
 
 def o9_block() -> str:
     r = results("o9-small").sort_values(["schedule.name", "lr"])
     rows = []
     for _, x in r.iterrows():
-        e = evals(x.path)
+        e = read_table(x.path, "evals")
         lrs = e.lr.round(12).unique()
         rows.append({"schedule": x["schedule.name"], "LR": g(x.lr), "LR reductions": len(lrs) - 1,
                      "at steps": ", ".join(str(int(e.step[e.lr.round(12) == v].iloc[0])) for v in lrs[1:]) or "—",
@@ -534,7 +465,7 @@ def o9_block() -> str:
         for name, st in (("constant", "--"), ("plateau", "-")):
             for lr in sorted(r.lr.unique()):
                 x = r[(r["schedule.name"] == name) & (r.lr == lr)].iloc[0]
-                e = evals(x.path)
+                e = read_table(x.path, "evals")
                 ax1.plot(e.step, e.val_loss, st, label=f"{name}, LR {lr:g}")
                 ax2.plot(e.step, e.lr, st, label=f"{name}, LR {lr:g}")
         ax1.set(xlabel="step", ylabel="validation loss", title="o9-small: MNIST MLP, B=64, eval every 50 steps")
@@ -555,7 +486,7 @@ def o10_block() -> str:
             x = d[d.arm == arm]
             if len(x):
                 x = x.iloc[0]
-                e = evals(x.path)
+                e = read_table(x.path, "evals")
                 half = e.iloc[(e.epoch - 1.5).abs().argmin()]
                 mid[(b, arm)] = half.val_acc
                 row[arm] = (f"{x.final_val_acc:.4f} (mid {half.val_acc:.3f})" if x.status == "complete" else "diverged")
@@ -584,19 +515,19 @@ def o10_block() -> str:
         b = max(Bs)
         for arm in ("step + warmup", "cosine + warmup", "constant + warmup"):
             x = r[(r.batch_size == b) & (r.arm == arm)].iloc[0]
-            e, m = evals(x.path), metrics(x.path)
+            e, m = read_table(x.path, "evals"), read_table(x.path)
             ax1.plot(m.epoch, m.lr, label=arm)
             ax2.plot(e.epoch, e.val_acc, "o-", ms=3, label=arm)
         ax1.set(xlabel="epoch", ylabel="LR", title=f"o10-small: B={b}, LR 0.1·{b}/256, warmup 0.3 epochs")
         ax2.set(xlabel="epoch", ylabel="validation accuracy", title="MNIST MLP, SGD m=0.9, wd 1e-4")
         ax2.set_ylim(0.9, 1.0)
         ax2.legend(fontsize=8)
-    return "\n\n".join([md(tab), "\n".join(checks), _bnoise(critical("o10-small"), "O10"), figure("o10-recipe.png", "O10: step vs cosine after warmup at B = 1024", draw)])
+    return "\n\n".join([md(tab), "\n".join(checks), _bnoise(saved("o10-small").table("critical"), "O10"), figure("o10-recipe.png", "O10: step vs cosine after warmup at B = 1024", draw)])
 
 
 def o11_block() -> str:
-    best = pd.read_csv(report("o11-small") / "best_lr.csv")
-    fast = pd.read_csv(report("o11-small-targets") / "best_lr.csv").set_index("batch_size")
+    best = saved("o11-small").best_csv()
+    fast = saved("o11-small-targets").best_csv().set_index("batch_size")
     sug = suggestions("o11-small")
     rows = []
     for _, b in best.iterrows():
@@ -606,11 +537,11 @@ def o11_block() -> str:
                      "fastest LR to loss 0.3": g(fast.loc[b.batch_size, "best_lr"]) if b.batch_size in fast.index else "—",
                      "range test valley": g(s["valley"].iloc[0]) if len(s) else "—",
                      "minimum/10": g(s["minimum/10"].iloc[0]) if len(s) else "—"})
-    f = fits("o11-small")
+    f = saved("o11-small").table("fits")
     ftab = pd.DataFrame([{"rank": g(x["rank"]), "law": x["law"],
-                          "parameters": ", ".join(f"{k}={g(v)}" for k, v in (x.get("params") or {}).items()),
+                          "parameters": params(x.get("params") or {}),
                           "rms error (decades)": g(x.get("rms_log10"), 2), "note": x.get("note") or ""} for _, x in f.iterrows()])
-    crit = critical("o11-small-targets")
+    crit = saved("o11-small-targets").table("critical")
     inner = best[best.edge.isna() | (best.edge.astype(object) == "")].sort_values("batch_size")
     lr = list(inner.lr_opt)
     p = int(np.argmax(lr)) if lr else 0
@@ -623,9 +554,9 @@ def o11_block() -> str:
               check(top == "surge", f"best-ranked law: {top}"),
               check(grows, "B_noise grows as the target loss falls: " + ", ".join(f"loss {g(t)}: {g(v)}" for t, v in zip(bn.target, bn.B_noise)))]
     return "\n\n".join([md(pd.DataFrame(rows)), md(ftab), _bnoise(crit, "O11"), "\n".join(checks),
-                        img(report("o11-small") / "optimal_lr.png", "o11-optimal_lr.png", "O11: optimal LR against B with the fitted laws"),
-                        img(report("o11-small") / "heatmap.png", "o11-heatmap.png", "O11: loss drop after the target, B x LR"),
-                        img(report("o11-small-targets") / "critical_batch.png", "o11-critical.png", "O11: S vs E at three loss targets")])
+                        img(saved("o11-small").figure("optimal_lr"), "o11-optimal_lr.png", "O11: optimal LR against B with the fitted laws"),
+                        img(saved("o11-small").figure("heatmap"), "o11-heatmap.png", "O11: loss drop after the target, B x LR"),
+                        img(saved("o11-small-targets").figure("critical_batch"), "o11-critical.png", "O11: S vs E at three loss targets")])
 
 
 def o12_block() -> str:
@@ -633,7 +564,7 @@ def o12_block() -> str:
     matched = {1: 0.05, 2: 0.1, 4: 0.2, 8: 0.5, 16: 1.0, 32: 1.5, 64: 2.0, 128: 4.0}
     gn = {}
     for _, x in r.iterrows():
-        gn[(int(x.batch_size), float(x.lr))] = metrics(x.path).grad_norm.mean()
+        gn[(int(x.batch_size), float(x.lr))] = read_table(x.path).grad_norm.mean()
     val = {(int(x.batch_size), float(x.lr)): (x.final_val_loss if x.status == "complete" else math.inf) for _, x in r.iterrows()}
     vtxt = lambda k: g(val[k], 4) if math.isfinite(val[k]) else "diverged"
     rows = []
@@ -662,8 +593,8 @@ def o12_block() -> str:
               f"at this small LR are far from the minimum after 100 epochs, where the true gradient is larger",
               check(spread(m) < 0.5 * spread(f05), f"the matched table keeps it flat: spread {g(spread(m), 3)} vs {g(spread(f05), 3)} at LR 0.05")]
     return "\n\n".join([md(pd.DataFrame(rows)), "\n".join(checks),
-                        img(report("o12-small") / "grad_norm.png", "o12-grad_norm.png", "O12: mean gradient norm against B per LR"),
-                        img(report("o12-small") / "metric_vs_lr.png", "o12-val_loss_vs_lr.png", "O12: final val loss against LR per B")])
+                        img(saved("o12-small").figure("grad_norm"), "o12-grad_norm.png", "O12: mean gradient norm against B per LR"),
+                        img(saved("o12-small").figure("metric_vs_lr"), "o12-val_loss_vs_lr.png", "O12: final val loss against LR per B")])
 
 
 # name -> (run these configs, range tests, summarize calls, page block)

@@ -216,7 +216,7 @@ def test_range_test_is_reproducible_and_val_does_not_change_training(cfg, tmp_pa
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--min-lr", 1, "--max-lr", 0.1], "--min-lr must be below --max-lr, got --min-lr 1 >= --max-lr 0.1"),
+    (["--min-lr", 1, "--max-lr", 0.1], "--min-lr: must be below --max-lr, got --min-lr 1 >= --max-lr 0.1"),
     (["--min-lr", 0], "--min-lr: must be a positive number, got 0"),
     (["--max-lr=-2"], "--max-lr: must be a positive number, got -2"),
     (["--steps", 10], f"--steps: 10 is too few to suggest anything; at least {MIN_STEPS} are needed"),

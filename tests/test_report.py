@@ -15,9 +15,13 @@ from lrsweep import storage
 from lrsweep.cli import app
 from lrsweep.analysis.fits import law_value
 from lrsweep.config.grid import build_sweep
-from lrsweep.analysis.runs import load_runs
-from lrsweep.analysis.report import PLOTS, build_report, write_report
-from lrsweep.analysis.cells import cell_counts
+from lrsweep.analysis.runs import Runs, load_runs
+from lrsweep.analysis.report import build_report
+from lrsweep.analysis.cells import cell_counts, group_axes
+from lrsweep.analysis.saved import read_report
+from lrsweep.errors import UserError
+from lrsweep.output.figures import PLOTS
+from lrsweep.output.files import write_report
 
 from conftest import make_config
 
@@ -75,7 +79,7 @@ def fake_sweep(root, name="law", laws=None, lrs=None, seeds=(0,), sizes=tuple(B_
                   "lr": lr, "final_val_acc": math.nan if diverged else acc, "best_val_acc": math.nan if diverged else acc,
                   "final_train_loss": float(loss[-1]), "final_val_loss": math.nan if diverged else 1 - acc,
                   "steps_to_train_loss": S if S <= len(steps) and not diverged else None}
-        storage.save_run(d, r.run_id, cfg.model_dump(mode="json"), metrics, {"step": [len(steps)]}, result)
+        storage.write_run(d, r.run_id, cfg.model_dump(mode="json"), metrics, {"step": [len(steps)]}, result)
     return d
 
 
@@ -111,7 +115,7 @@ def test_every_output_file_is_written_and_parses(surge_sweep, tmp_path):
     assert list(best["batch_size"]) == B_SIZES and best["lr_opt"].notna().all()
     cells = pd.read_csv(tmp_path / "report" / "cells.csv")
     assert len(cells) == 9 * 13 and cells["expected"].eq(1).all() and cells["missing"].eq(0).all()
-    assert cells["diverged"].sum() == len(load_runs(surge_sweep)[0].query("status == 'diverged'"))
+    assert cells["diverged"].sum() == len(load_runs(surge_sweep).df.query("status == 'diverged'"))
     fits = json.loads((tmp_path / "report" / "fits.json").read_text())
     assert fits["metric"] == "final_val_acc" and fits["targets"] == [TARGET]
     (g,) = fits["groups"]
@@ -128,7 +132,7 @@ def test_every_output_file_is_written_and_parses(surge_sweep, tmp_path):
 def test_partial_and_corrupt_sweeps_are_summarized_with_counts_and_warnings(surge_sweep, tmp_path):
     d = tmp_path / "law"
     shutil.copytree(surge_sweep, d)
-    runs = load_runs(d)[0].sort_values(["batch_size", "lr"])
+    runs = load_runs(d).df.sort_values(["batch_size", "lr"])
     mid = runs[runs["batch_size"] == 64]
     (d / mid.iloc[0]["run_id"] / "result.json").unlink()  # unfinished
     shutil.rmtree(d / mid.iloc[1]["run_id"])  # never started
@@ -151,9 +155,8 @@ def test_partial_and_corrupt_sweeps_are_summarized_with_counts_and_warnings(surg
 
 def test_cell_counts_match_by_cell_not_run_id():
     """Run ids hash the whole config: a sweep finished by an older lrsweep must still count."""
-    runs = pd.DataFrame({"run_id": ["old1", "old2", "old3"], "status": ["complete", "diverged", "complete"],
-                         "batch_size": [8, 8, 16], "lr": [0.1, 1.0, 0.1]})
-    runs.attrs["axes"] = ["batch_size", "lr", "seed"]
+    runs = Runs(pd.DataFrame({"run_id": ["old1", "old2", "old3"], "status": ["complete", "diverged", "complete"],
+                              "batch_size": [8, 8, 16], "lr": [0.1, 1.0, 0.1]}), axes=["batch_size", "lr", "seed"])
     asked = pd.DataFrame({"run_id": ["n1", "n2", "n3", "n4", "n5"], "batch_size": [8, 8, 16, 16, 16],
                           "lr": [0.1, 1.0, 0.1, 1.0, 1.0], "seed": [0, 0, 0, 0, 1]})
     c = cell_counts(runs, asked).set_index(["batch_size", "lr"])
@@ -186,6 +189,26 @@ def test_groups_are_fitted_separately(tmp_path):
     assert list(best.columns[:2]) == ["optimizer.name", "batch_size"] and len(best) == 10
     written = write_report(rep, tmp_path / "report")
     assert {"heatmap-1.png", "heatmap-2.png", "optimal_lr-2.png"} <= {p.name for p in written}
+    saved = read_report(tmp_path / "report")  # fits.json read back: the same groups, tables, figures
+    assert saved.groups == [{"optimizer.name": "adam"}, {"optimizer.name": "sgd"}]
+    for name, cols in (("fits", ["optimizer.name", "law", "rank", "B_noise"]), ("best", ["optimizer.name", "batch_size", "lr_opt"])):
+        pd.testing.assert_frame_equal(saved.table(name)[cols], rep.table(name)[cols], check_dtype=False)
+    assert saved.figure("heatmap", **{"optimizer.name": "sgd"}) == tmp_path / "report" / "heatmap-2.png"
+    assert list(saved.best_csv()["batch_size"]) == list(best["batch_size"])
+
+
+def test_runs_carry_their_axes_explicitly(tmp_path):
+    d = fake_sweep(tmp_path, laws={"sgd": LAWS["linear"], "adam": LAWS["surge"]}, lrs=[1e-3, 1e-2], sizes=(4, 16))
+    runs = load_runs(d)
+    assert runs.axes == ["batch_size", "lr", "seed", "optimizer.name"] and runs.warnings == []
+    assert runs.sweep_dirs == [d] and len(runs.df) == 2 * 2 * 2 and "axes" not in runs.df.attrs
+    assert group_axes(runs) == ["optimizer.name"]
+    assert group_axes(Runs(runs.df)) == []  # axes are never guessed from the columns
+
+
+def test_a_folder_without_fits_json_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="fits.json: unreadable"):
+        read_report(tmp_path)
 
 
 def test_loss_drop_metric_and_seeds(tmp_path):

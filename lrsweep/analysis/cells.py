@@ -1,53 +1,32 @@
-"""Best learning rate per batch size, from the runs DataFrame (records.load_runs).
+"""Best learning rate per batch size, from the finished runs (runs.load_runs).
 
 Seeds are aggregated as mean, std and n per (other axes, batch size, LR) cell. A run that
-diverged or failed, or never reached the target, scores the worst possible value (inf in the
-bad direction): it is never silently dropped, and a cell with one diverged seed loses.
+diverged or failed, or never reached the target, scores the worst possible value (metrics.scores):
+it is never silently dropped, and a cell with one diverged seed loses.
 """
 from __future__ import annotations
 
-import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
-from lrsweep.errors import UserError
+from lrsweep.analysis.metrics import check_metric, scores
+from lrsweep.analysis.runs import Runs, hashable
 from lrsweep.config.grid import load_sweep
-from lrsweep.analysis.runs import hashable
+from lrsweep.errors import UserError
 
-# metric -> True if larger is better
-METRICS = {
-    "final_val_acc": True, "best_val_acc": True, "final_val_loss": False, "final_train_loss": False,
-    "steps_to_target": False, "examples_to_target": False, "time_to_target": False,
-    # document 003: train-loss reduction over a fixed number of steps after the target loss is
-    # first reached; not in result.json, computed from metrics.csv (add_loss_drop)
-    "loss_drop_after_target": True,
-}
 _NON_GROUP = {"lr", "nominal_lr", "optimizer.lr", "seed", "train.seed", "batch_size", "train.batch_size"}
 
 
-def check_metric(metric: str, known: dict = METRICS) -> bool:
-    if metric not in known:
-        raise UserError(f"--metric: expected one of ({', '.join(known)}), got {metric!r}")
-    return known[metric]
-
-
-def scores(df: pd.DataFrame, metric: str, higher: bool) -> pd.Series:
-    """The metric per run, with diverged/failed/missing values replaced by the worst value."""
-    worst = -math.inf if higher else math.inf
-    v = pd.to_numeric(df[metric], errors="coerce") if metric in df else pd.Series(np.nan, index=df.index)
-    ok = (df["status"] == "complete") if "status" in df else True
-    return v.where(ok & v.notna(), worst).astype(float)
-
-
-def group_axes(df: pd.DataFrame) -> list[str]:
+def group_axes(runs: Runs) -> list[str]:
     """Axes other than LR, batch size and seed (e.g. optimizer.name): one table section each.
 
     An axis whose value is fixed by the batch size (zipped with it, e.g. an eval interval per B)
     describes the batch-size axis rather than splitting it, so it is not a group.
     """
-    out = []
-    for a in df.attrs.get("axes", []):
+    df, out = runs.df, []
+    for a in runs.axes:
         if a in _NON_GROUP or a not in df or df[a].nunique(dropna=False) < 2:
             continue
         if "batch_size" in df and (df.groupby("batch_size")[a].nunique(dropna=False) <= 1).all():
@@ -56,30 +35,33 @@ def group_axes(df: pd.DataFrame) -> list[str]:
     return out
 
 
-def cell_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One row per (group axes, batch size, LR): mean, std, n over seeds, and status counts."""
+def cell_keys(runs: Runs) -> list[str]:
+    """The columns that name a cell: the sweep (when there are several), the group axes, B, LR."""
+    df = runs.df
+    return ["sweep"] * ("sweep" in df and df["sweep"].nunique() > 1) + group_axes(runs) + ["batch_size", "lr"]
+
+
+def cell_table(runs: Runs, metric: str) -> pd.DataFrame:
+    """One row per cell (cell_keys): mean, std, n over seeds, and status counts."""
     higher = check_metric(metric)
-    d = df.copy()
-    d["_score"] = scores(d, metric, higher)
-    keys = ["sweep"] * ("sweep" in d and d["sweep"].nunique() > 1) + group_axes(df) + ["batch_size", "lr"]
-    out = d.groupby(keys, dropna=False).agg(
+    d = runs.df.assign(_score=scores(runs.df, metric, higher))
+    out = d.groupby(cell_keys(runs), dropna=False).agg(
         nominal_lr=("nominal_lr", "first"), mean=("_score", "mean"), std=("_score", "std"),
         n=("_score", "size"),
         n_diverged=("status", lambda s: int((s == "diverged").sum())),
         n_failed=("status", lambda s: int((s == "failed").sum())),
     ).reset_index()
     out["std"] = out["std"].fillna(0.0).where(np.isfinite(out["mean"]), np.nan)
-    out.attrs["keys"], out.attrs["metric"], out.attrs["higher"] = keys, metric, higher
     return out
 
 
-def best_lr_table(df: pd.DataFrame, metric: str = "final_val_acc") -> pd.DataFrame:
+def best_lr_table(runs: Runs, metric: str = "final_val_acc") -> pd.DataFrame:
     """Per batch size (and per value of any other axis): the LR with the best mean metric."""
-    if df.empty:
+    if runs.df.empty:
         raise UserError("no finished runs to summarize")
-    cells = cell_table(df, metric)
-    higher = cells.attrs["higher"]
-    keys = cells.attrs["keys"][:-1]  # everything but lr
+    higher = check_metric(metric)
+    cells = cell_table(runs, metric)
+    keys = cell_keys(runs)[:-1]  # everything but lr
     rows = []
     for _, g in cells.groupby(keys, dropna=False, sort=True):
         order = g.sort_values("mean", ascending=not higher)
@@ -90,19 +72,15 @@ def best_lr_table(df: pd.DataFrame, metric: str = "final_val_acc") -> pd.DataFra
                      "n_lrs": len(lrs), "n_diverged": int(g["n_diverged"].sum()), "n_failed": int(g["n_failed"].sum()),
                      "at_edge": "low" if best["lr"] == lrs[0] and len(lrs) > 1 else
                                 "high" if best["lr"] == lrs[-1] and len(lrs) > 1 else ""})
-    out = pd.DataFrame(rows)
-    out.attrs["metric"] = metric
-    return out
+    return pd.DataFrame(rows)
 
 
-def add_loss_drop(df: pd.DataFrame, curves: pd.DataFrame, target: float) -> pd.DataFrame:
-    """df with a `loss_drop_after_target` column from critical.curve_table's drop@<target>."""
+def add_loss_drop(runs: Runs, curves: pd.DataFrame, target: float) -> Runs:
+    """The runs with a `loss_drop_after_target` column from critical.curve_table's drop@<target>."""
     col = f"drop@{target:g}"
     drop = (curves.set_index("run_id")[col] if not curves.empty and col in curves
             else pd.Series(dtype=float))
-    out = df.assign(loss_drop_after_target=df["run_id"].map(drop).astype(float))
-    out.attrs = dict(df.attrs)  # the axis list, which group_axes needs
-    return out
+    return replace(runs, df=runs.df.assign(loss_drop_after_target=runs.df["run_id"].map(drop).astype(float)))
 
 
 def expected_runs(sweep_dirs: list) -> tuple[pd.DataFrame, list[str]]:
@@ -125,13 +103,13 @@ def expected_runs(sweep_dirs: list) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame(rows), warnings
 
 
-def cell_counts(df: pd.DataFrame, expected: pd.DataFrame) -> pd.DataFrame:
-    """Per (group axes, batch size, LR) cell: runs asked for, complete, diverged, failed, missing.
+def cell_counts(runs: Runs, expected: pd.DataFrame) -> pd.DataFrame:
+    """Per cell (cell_keys): runs asked for, complete, diverged, failed, missing.
 
     Matched by cell values, not run ids: ids hash the whole config, so a sweep finished by an
     older lrsweep (or with a since-edited base config) still has its runs counted where they
     belong. missing = asked for − finished, never below 0."""
-    keys = ["sweep"] * ("sweep" in df and df["sweep"].nunique() > 1) + group_axes(df) + ["batch_size", "lr"]
+    df, keys = runs.df, cell_keys(runs)
     states = ("complete", "diverged", "failed")
     done = df[keys].assign(**{c: (df["status"] == c).astype(int) for c in states})
     out = done.groupby(keys, dropna=False)[list(states)].sum()

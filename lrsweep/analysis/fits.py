@@ -20,7 +20,6 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import least_squares
 
 # B_noise is searched within this factor beyond the measured batch sizes; hitting the bound
 # means the data only fix a ratio (e.g. pure linear scaling fixes ε_max/B_noise, not each).
@@ -63,6 +62,9 @@ def law_value(law: str, params: dict, B) -> np.ndarray:
 
 def _fit_one(law: str, B: np.ndarray, lr: np.ndarray) -> tuple[dict, bool]:
     """Least squares in log space from several starts (the surface has flat valleys)."""
+    # imported here: the CLI reads LAWS for its --law choices at start-up, and scipy takes ~0.3 s
+    from scipy.optimize import least_squares
+
     fn, names = LAWS[law]
     y = np.log(lr)
     lo_bn, hi_bn = np.log(B.min() / BNOISE_SPAN), np.log(B.max() * BNOISE_SPAN)

@@ -4,6 +4,7 @@ results starts here. Unreadable run files are skipped with a warning naming them
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,19 @@ from lrsweep.errors import UserError
 
 # Keys of result.json that are nested or bulky; not DataFrame columns.
 _NESTED = ("axes", "targets", "epoch_times", "traceback")
+
+
+@dataclass
+class Runs:
+    """The finished runs of one or more sweeps.
+
+    `axes` travels next to the table, not inside it (it used to ride in `df.attrs`, which
+    pandas drops on many operations): which columns are sweep axes decides how runs are grouped.
+    """
+    df: pd.DataFrame  # one row per run
+    axes: list[str] = field(default_factory=list)  # axis names, in the order the sweep files give them
+    warnings: list[str] = field(default_factory=list)  # files skipped
+    sweep_dirs: list[Path] = field(default_factory=list)
 
 
 def find_sweep_dirs(path: str | Path) -> list[Path]:
@@ -38,18 +52,18 @@ def hashable(value):
     return tuple(hashable(v) for v in value) if isinstance(value, list) else value
 
 
-def load_runs(paths: list[str | Path] | str | Path) -> tuple[pd.DataFrame, list[str]]:
-    """All finished runs under the given sweep folders, one row each, plus warnings.
+def load_runs(paths: list[str | Path] | str | Path) -> Runs:
+    """All finished runs under the given sweep folders (or folders of sweeps).
 
-    Columns: sweep, run_id, path, status, error, the axis values (as named in the sweep file,
-    unless they are already a column such as `batch_size`, `lr` (effective), `seed`),
+    Columns of `.df`: sweep, run_id, path, status, error, the axis values (as named in the sweep
+    file, unless they are already a column such as `batch_size`, `lr` (effective), `seed`),
     `nominal_lr`, and every scalar of result.json (final_val_acc, steps_to_target, ...).
-    `df.attrs['axes']` lists the axis names.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
+    sweep_dirs = [d for p in paths for d in find_sweep_dirs(p)]
     rows, warnings, axes = [], [], []
-    for sweep_dir in [d for p in paths for d in find_sweep_dirs(p)]:
+    for sweep_dir in sweep_dirs:
         for run_dir in sorted(d for d in sweep_dir.iterdir() if d.is_dir()):
             f = run_dir / storage.RESULT
             if not f.exists():
@@ -67,9 +81,7 @@ def load_runs(paths: list[str | Path] | str | Path) -> tuple[pd.DataFrame, list[
                 axes.append(name) if name not in axes else None
                 row.setdefault(name, hashable(value))
             rows.append(row)
-    df = pd.DataFrame(rows)
-    df.attrs["axes"] = axes
-    return df, warnings
+    return Runs(pd.DataFrame(rows), axes, warnings, sweep_dirs)
 
 
 def read_table(run_path: str | Path, which: str = "metrics") -> pd.DataFrame:

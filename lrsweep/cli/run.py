@@ -1,0 +1,77 @@
+"""`lrsweep plan` and `lrsweep run`: show the grid, train it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+
+from lrsweep.cli.choices import Engine, Executor, ResultMetric
+from lrsweep.cli.root import OutOpt, SetOpt, app, console, guarded
+from lrsweep.cli.tables import compact_best, print_frame
+
+ConfigArg = Annotated[Path, typer.Argument(help="Sweep YAML file.")]
+
+
+@app.command()
+@guarded
+def plan(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs")):
+    """Print the expanded grid (count, runs, which already finished) without training."""
+    from lrsweep import storage
+    from lrsweep.config.grid import load_sweep
+    from lrsweep.sweep import preflight, sweep_dir_for
+
+    sweep = load_sweep(config, set_ or [])
+    preflight(sweep)
+    sweep_dir = sweep_dir_for(sweep, out)
+    done = {p.name: (storage.read_result(p) or {}).get("status") for p in sweep_dir.glob("*") if p.is_dir()}
+    rows = [{"run_id": r.run_id, **r.axes, "status": done.get(r.run_id) or "pending"} for r in sweep.runs]
+    df = pd.DataFrame(rows)
+    n_done = int((df["status"] != "pending").sum())
+    print_frame(df, title=f"{sweep.name}: {len(rows)} runs, {n_done} finished, {len(rows) - n_done} to run → {sweep_dir}")
+
+
+@app.command()
+@guarded
+def run(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs"),
+        retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Rerun failed runs.")] = False,
+        retry_diverged: Annotated[bool, typer.Option("--retry-diverged", help="Rerun diverged runs (divergence is a result: only when asked).")] = False,
+        metric: Annotated[ResultMetric, typer.Option(help="Metric for the closing best-LR table.")] = ResultMetric.final_val_acc,
+        workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes (default: $LRSWEEP_WORKERS, else one per GPU, else on CPU one single-threaded worker per core; 1 = in this process).")] = None,
+        devices: Annotated[Optional[str], typer.Option("--devices", help="GPU ids the workers are pinned to, e.g. 0,2,3.")] = None,
+        executor: Annotated[Executor, typer.Option("--executor", help="Where runs train: worker processes here, or a Ray cluster.")] = Executor.local,
+        address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster: auto or ray://host:port (default: start a local Ray).")] = None,
+        gpus_per_task: Annotated[Optional[float], typer.Option("--gpus-per-task", help="GPUs per Ray task; fractions share a GPU (default: 1 if runs use CUDA, else 0).")] = None,
+        max_retries: Annotated[int, typer.Option("--max-retries", help="Retries of a run whose worker dies, before it is marked failed.")] = 2,
+        engine: Annotated[Optional[Engine], typer.Option("--engine", help="Sets train.engine (default: the config's, auto).")] = None,
+        max_members: Annotated[Optional[int], typer.Option("--max-members", help="Vectorized engine: at most this many runs in one stacked model (sets train.max_members).")] = None):
+    """Train every grid cell not yet finished; print the best LR per batch size."""
+    from lrsweep.analysis.cells import best_lr_table
+    from lrsweep.analysis.runs import load_runs
+    from lrsweep.cli.progress import make_progress
+    from lrsweep.config.grid import load_sweep
+    from lrsweep.execution import make_executor
+    from lrsweep.sweep import run_sweep
+
+    set_ = list(set_ or [])
+    if engine is not None:  # engine options are config fields (not part of the run ids)
+        set_.append(f"train.engine={engine.value}")
+    if max_members is not None:
+        set_.append(f"train.max_members={max_members}")
+    sweep = load_sweep(config, set_)
+    retry = ("failed",) * retry_failed + ("diverged",) * retry_diverged
+    pool = make_executor(sweep.runs, executor.value, workers=workers, devices=devices, max_retries=max_retries,
+                         address=address, gpus_per_task=gpus_per_task)
+    progress = make_progress(console)
+    try:
+        outcome = run_sweep(sweep, out, progress, retry=retry, executor=pool)
+    finally:
+        progress.close()
+    counts = ", ".join(f"{v} {k}" for k, v in outcome.counts.items()) or "nothing new"
+    console.print(f"{outcome.total} runs in {outcome.sweep_dir} ({outcome.skipped} already finished; this time: {counts})")
+    runs = load_runs(outcome.sweep_dir)
+    if not runs.df.empty:
+        print_frame(compact_best(best_lr_table(runs, metric.value), metric.value),
+                    title=f"best LR per batch size by {metric}")
+        console.print(f"next: lrsweep summarize {outcome.sweep_dir}  (fits, plots, report.md)", highlight=False)

@@ -1,0 +1,33 @@
+"""The one formatter of numbers and tables for people: report.md, `--format markdown` and the
+terminal tables of the CLI, and docs/reproduce.py's page all go through here, so a number
+reads the same everywhere (a missing or infinite value is "—", never "nan" or "inf")."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+MISSING = "—"
+
+
+def cell(value, digits: int = 3) -> str:
+    """One value: floats to `digits` significant figures; None, NaN and ±inf as —."""
+    if value is None:
+        return MISSING
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}g}" if math.isfinite(value) else MISSING
+    return str(value)
+
+
+def table(df: pd.DataFrame, digits: int = 3) -> str:
+    """A GitHub markdown table of `df` (no index), every value through `cell`."""
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "---|" * len(df.columns)
+    body = ["| " + " | ".join(cell(v, digits) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+def params(values: dict, digits: int = 3) -> str:
+    """A fitted law's parameters on one line: `eps_max=0.01, B_noise=64`."""
+    return ", ".join(f"{k}={cell(v, digits)}" for k, v in values.items())

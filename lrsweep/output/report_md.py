@@ -1,0 +1,93 @@
+"""report.md: the report of one `lrsweep summarize`, readable on its own; every number in it
+is also in best_lr.csv / fits.json."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lrsweep.analysis.report import Group, Report
+from lrsweep.output import markdown
+
+CAPTIONS = {
+    "heatmap": "The metric in every cell (log LR across, batch size down); black frame: best LR per batch size; hatched: no value (div = diverged, fail = failed, — = target never reached); dotted: not run yet.",
+    "metric_vs_lr": "The metric against LR, one line per batch size, error bars ±1 std over seeds.",
+    "optimal_lr": "Optimal LR (interpolated) against batch size, log-log, with every fitted law; solid = best ranked.",
+    "loss_vs_step": "Train loss of each batch size's best run against optimizer steps: faint = per step, solid = the smoothed loss targets are judged on.",
+    "loss_vs_examples": "The same runs against examples seen: large batches need fewer steps but more examples.",
+    "oscillation": "Per-step loss oscillation against batch size (document 001: small batches wobble more).",
+    "grad_norm": "Mean gradient norm against batch size (document 004: it shrinks as B grows).",
+    "critical_batch": "Steps S against examples E to reach each target, with the fitted hyperbola (S/S_min − 1)(E/E_min − 1) = 1.",
+}
+
+
+def render(report: Report, images: dict[int, dict[str, str]]) -> str:
+    """report.md's text. `images`: group index -> figure name -> file name (none: no figures)."""
+    r = report
+    n = r.runs["status"].value_counts()
+    missing = sum(int(g.cells["missing"].sum()) for g in r.groups)
+    L = [f"# lrsweep report: {', '.join(r.sweeps)}", "",
+         f"Best LR judged by **{r.metric}** ({'higher' if r.higher else 'lower'} is better), seeds averaged; "
+         f"diverged and failed runs count as the worst value. Runs: {n.get('complete', 0)} complete, "
+         f"{n.get('diverged', 0)} diverged, {n.get('failed', 0)} failed, {missing} not run yet.", ""]
+    if r.warnings:
+        L += ["Warnings:", ""] + [f"- {w}" for w in r.warnings] + [""]
+    for i, g in enumerate(r.groups):
+        L += _group(r, g, images.get(i, {}))
+    return "\n".join(L)
+
+
+def _group(r: Report, g: Group, img: dict[str, str]) -> list[str]:
+    L = [f"## {g.label}", ""] if g.label else []
+    L += ["### Best LR per batch size", "", markdown.table(_best_table(r, g.best)), "",
+          "*optimum*: parabola in log LR through the best grid LR and its neighbours. "
+          "*linear/sqrt rule*: the LR those rules give when anchored at the smallest batch size "
+          "with a bracketed optimum; compare with the measured optimum.", ""]
+    L += _img(img, "heatmap") + _img(img, "metric_vs_lr")
+    L += ["### Scaling-law fits (optimal LR vs batch size)", ""]
+    if g.fits.empty:
+        L += ["No fit: fewer than 2 batch sizes have an optimum inside the LR grid.", ""]
+    else:
+        f = g.fits
+        L += [markdown.table(pd.DataFrame({
+                  "rank": f["rank"], "law": f["law"], "formula": f["formula"],
+                  "parameters": [markdown.params(p) for p in f["params"]], "rms error (decades)": f["rms_log10"],
+                  "residual std (decades)": f["se_log10"], "note": f["note"]})), "",
+              "Residuals are in log10(LR) (0.1 decade ≈ 26%). Ranked by residual standard error "
+              "sqrt(RSS/(n − k)), which charges each law for its k parameters.", ""]
+    L += _img(img, "optimal_lr")
+    if not g.critical.empty:
+        c = g.critical
+        L += ["### Critical batch size", "",
+              markdown.table(pd.DataFrame({"train-loss target": c["target"], "batch sizes": c["n"],
+                                           "B_noise ≈ B_crit": c["B_noise"], "S_min (steps)": c["S_min"],
+                                           "E_min (examples)": c["E_min"], "R²": c["r2"], "note": c["note"]})), "",
+              "S and E: steps and examples to first reach the target on the smoothed train loss, "
+              "at the LR that gets there fastest for each batch size; fitted as "
+              "1/S = −B_noise/E + 1/S_min.", ""]
+        L += _img(img, "critical_batch")
+    for name in ("loss_vs_step", "loss_vs_examples", "oscillation", "grad_norm"):
+        L += _img(img, name)
+    partial = g.cells[(g.cells[["diverged", "failed", "missing"]].sum(axis=1) > 0)]
+    if len(partial):
+        L += ["### Cells with diverged, failed or missing runs", "",
+              markdown.table(partial[["batch_size", "lr", "expected", "complete", "diverged", "failed", "missing"]]), ""]
+    if g.warnings:
+        L += ["Notes:", ""] + [f"- {w}" for w in g.warnings] + [""]
+    return L
+
+
+def _best_table(r: Report, b: pd.DataFrame) -> pd.DataFrame:
+    """The best-LR table as people read it: mean ± std (n) in one column, the flat range as a span."""
+    return pd.DataFrame({
+        "B": b["batch_size"], "best LR (grid)": b["best_lr"], "optimum (interp.)": b["lr_opt"],
+        r.metric: [f"{m:.4g} ± {s:.2g} (n={k})" if np.isfinite(m) else markdown.MISSING
+                   for m, s, k in zip(b[r.metric], b["std"], b["n_seeds"])],
+        f"within {r.tolerance:g} of best": [f"{lo:.3g} – {hi:.3g}" if np.isfinite(lo) else markdown.MISSING
+                                            for lo, hi in zip(b["flat_lo"], b["flat_hi"])],
+        "linear rule": b["linear_rule"], "sqrt rule": b["sqrt_rule"],
+        "note": b["note"].where(b["note"] != "", ""),
+    })
+
+
+def _img(images: dict, name: str) -> list[str]:
+    return [f"![{name}]({images[name]})", "", f"*{CAPTIONS[name]}*", ""] if name in images else []
