@@ -100,9 +100,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-# 16 runs of ~0.2-1 s each (a checkpoint every epoch, so kills also land mid-checkpoint).
+# 16 runs of ~0.3-1 s each (a checkpoint every epoch, so kills also land mid-checkpoint): the
+# whole sweep takes ~8 s on 2 idle cores, longer than every kill window below, so that a run
+# is always left to be killed (at 200 steps it took 5.5 s and a late second kill could let
+# the sweep finish, which the test rightly refuses as proving nothing).
 KILL_RAW = make_config(name="killworkers", sweep={"lr": {"logspace": [0.01, 0.1, 8]}, "batch_size": [16, 32]},
-                       **{"train.steps": 200, "train.eval_every": 50, "train.log_every": 2, "train.checkpoint": "epoch"})
+                       **{"train.steps": 300, "train.eval_every": 50, "train.log_every": 2, "train.checkpoint": "epoch"})
 
 
 def test_sigkill_the_driver_of_two_workers_at_random_moments_then_every_run_exactly_once(tmp_path, write_config):
@@ -118,7 +121,7 @@ def test_sigkill_the_driver_of_two_workers_at_random_moments_then_every_run_exac
         before = len(storage.finished_ids(sweep_dir))
         # Kill at a random moment: the second time anywhere in the first seconds (start-up,
         # workers starting, first runs); else once it has made progress, a random time later.
-        deadline = time.monotonic() + (rng.uniform(1.0, 5.0) if attempt == 1 else 60)
+        deadline = time.monotonic() + (rng.uniform(1.0, 3.0) if attempt == 1 else 60)
         workers: set[int] = set()
         while time.monotonic() < deadline and p.poll() is None and (
                 attempt == 1 or len(storage.finished_ids(sweep_dir)) == before):
@@ -144,7 +147,7 @@ def test_sigkill_the_driver_of_two_workers_at_random_moments_then_every_run_exac
     index = pd.read_csv(sweep_dir / storage.INDEX)
     assert len(index) == 16 and index.run_id.is_unique and set(index.status) == {"complete"}
     for run_id in index.run_id:
-        assert len(pd.read_csv(sweep_dir / run_id / storage.METRICS)) == 100  # 200 steps, log_every 2
+        assert len(pd.read_csv(sweep_dir / run_id / storage.METRICS)) == 150  # 300 steps, log_every 2
         assert len(pd.read_csv(sweep_dir / run_id / storage.EVALS)) > 0
         json.loads((sweep_dir / run_id / storage.RESULT).read_text())
         assert not (sweep_dir / run_id / storage.CHECKPOINT).exists()

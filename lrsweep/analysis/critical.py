@@ -1,7 +1,7 @@
 """Train-loss curves -> steps S and examples E to a target -> critical batch size (science.md §2).
 
 A target is "reached" on the bias-corrected EMA of the per-step train loss, exactly as the
-trainer decides it (train.py, `train.target_smoothing`): single batches are noisy, and at small
+trainer decides it (training/tracker.py, `train.target_smoothing`): single batches are noisy, and at small
 B a lucky batch would otherwise hit the target early. So S here equals the trainer's
 steps_to_train_loss for the configured target, and any other target can be read afterwards.
 

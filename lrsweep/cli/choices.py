@@ -1,8 +1,8 @@
 """The fixed choices of the CLI's options, as Enums: typer checks them and `--help` lists them.
 
-Lists the analysis owns are read from it (metrics, laws: cheap to import). The others are
-spelled out here and checked against their library's list by tests/test_cli.py, because
-their modules import torch or the config stack, and `lrsweep --help` should not wait for that.
+Every list is the library's own, from modules that import no torch (`lrsweep --help` should
+not wait for it), except the executors' (execution/ imports the engines), which is spelled
+out here and checked against execution.EXECUTORS by tests/test_cli.py.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from enum import Enum
 
 from lrsweep.analysis.fits import LAWS, RULES
 from lrsweep.analysis.metrics import METRICS, RESULT_METRICS
+from lrsweep.config.schema import ENGINES
+from lrsweep.rangetest.ramp import MODES, SUGGESTIONS
 
 
 class Choice(str, Enum):
@@ -29,6 +31,7 @@ Metric = _of("Metric", METRICS)
 ResultMetric = _of("ResultMetric", RESULT_METRICS)  # `run` ranks before any metrics.csv is read
 Law = _of("Law", (*LAWS, *RULES))
 Executor = _of("Executor", ("local", "ray"))  # execution.EXECUTORS
-Engine = _of("Engine", ("auto", "vectorized", "sequential"))  # the train.engine field
-RampMode = _of("RampMode", ("exp", "linear"))  # rangetest.MODES
-Suggestion = _of("Suggestion", ("valley", "steepest", "minimum/10", "clr-upper", "clr-lower/3", "clr-lower/4"))  # rangetest.SUGGESTIONS
+Engine = _of("Engine", ENGINES)  # the train.engine field
+RampMode = _of("RampMode", MODES)
+Suggestion = _of("Suggestion", SUGGESTIONS)
+BenchDevice = _of("BenchDevice", ("auto", "cpu", "cuda"))

@@ -26,6 +26,7 @@ MODELS = ("mlp", "cnn5", "resnet18")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adafactor", "signsgd")
 CAFFE_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid")
 SCHEDULES = ("constant",) + CAFFE_POLICIES + ("cosine", "sgdr", "cyclic", "onecycle", "plateau")
+ENGINES = ("auto", "vectorized", "sequential")  # train.engine (training/units.py)
 
 # Short axis names users write in `sweep:` and `--set`.
 SHORT_NAMES = {"lr": "optimizer.lr", "batch_size": "train.batch_size", "seed": "train.seed"}
@@ -191,7 +192,8 @@ class TrainConfig(_Strict):
     checkpoint: Literal["none", "epoch"] = Field("none", json_schema_extra=NOT_IDENTITY)
     # How runs are executed (training/units.py); none of these changes a run id.
     # auto: vectorized on CUDA, sequential on CPU (measured; README "Speed").
-    engine: Literal["auto", "vectorized", "sequential"] = Field("auto", json_schema_extra={**MEMBER, **NOT_IDENTITY})
+    engine: Literal[ENGINES] = Field(  # type: ignore[valid-type]
+        "auto", json_schema_extra={**MEMBER, **NOT_IDENTITY})
     # vectorized: at most this many runs in one stack
     max_members: Optional[int] = Field(None, ge=1, json_schema_extra={**MEMBER, **NOT_IDENTITY})
     # vectorized: torch.compile the stacked forward/backward (for CUDA)

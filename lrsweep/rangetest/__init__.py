@@ -19,5 +19,16 @@ from lrsweep.rangetest.ramp import (  # noqa: F401
     MIN_POINTS, MIN_STEPS, MODES, SKIP_END, SUGGESTIONS, Curve, check_settings, check_steps, lr_ramp, ramp,
 )
 from lrsweep.rangetest.suggest import Suggestion, suggest, valley_index  # noqa: F401
-from lrsweep.rangetest.run import RangeTest, config_step_fn, load_base, run_range_test  # noqa: F401
-from lrsweep.rangetest.files import emit_sweep, save  # noqa: F401
+
+# The config-driven test and its files need torch; loaded when first used, so that reading the
+# ramp's constants (the CLI's choices) stays cheap.
+_LAZY = {"RangeTest": "run", "config_step_fn": "run", "load_base": "run", "run_range_test": "run",
+         "emit_sweep": "files", "save": "files"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"lrsweep.rangetest.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'lrsweep.rangetest' has no attribute {name!r}")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from lrsweep.config import RunConfig
+from lrsweep.config.schema import ENGINES
 from lrsweep.config.grid import RunSpec
 from lrsweep.config.roles import group_dict
 from lrsweep.datasets import load_data
@@ -44,7 +45,7 @@ class Engine(str, Enum):
         return self.value
 
 
-ENGINE_CHOICES = ("auto", *(e.value for e in Engine))
+ENGINE_CHOICES = ENGINES  # auto, or an Engine
 
 
 @dataclass(frozen=True)
