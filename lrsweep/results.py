@@ -60,6 +60,7 @@ class RunResult:
     resumed_at_step: Optional[int] = None
     engine: Optional[str] = None
     group_size: Optional[int] = None
+    stop_reason: Optional[str] = None  # budget, stop_after_target, nonfinite_loss, loss_blowup
     traceback: Optional[str] = None
     steps_to_train_loss: Optional[int] = None
     examples_to_train_loss: Optional[int] = None

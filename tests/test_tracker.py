@@ -4,7 +4,9 @@ engines, fed the same run, write the same columns."""
 from __future__ import annotations
 
 import copy
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,16 +69,47 @@ def test_a_trace_gives_its_columns_and_result():
     assert (s["engine"], s["group_size"], s["resumed_at_step"]) == ("sequential", 1, None)
 
 
-def test_divergence_stops_at_once_and_is_recorded():
+def test_nonfinite_loss_stops_at_once_and_is_recorded():
     t = RunTracker(cfg(), BUD)
-    decisions = feed(t, [2.0, 1.9, 25.0, 1.0])
+    decisions = feed(t, [2.0, 1.9, float("nan"), 1.0])
     assert len(decisions) == 3 and decisions[-1].stop and not decisions[-1].evaluate
     run = t.finish("cpu", "sequential")
-    assert run.status is RunStatus.DIVERGED and "loss 25 at step 3 (first step: 2)" in run.error
+    assert run.status is RunStatus.DIVERGED and "loss nan at step 3 (first step: 2)" in run.error
+    assert run.summary["stop_reason"] == "nonfinite_loss"
     assert math.isnan(run.summary["final_val_acc"]) and t.metrics["step"] == [1, 2, 3]
-    nan = RunTracker(cfg(), BUD)
-    assert feed(nan, [2.0, float("nan")])[-1].stop
-    assert nan.finish("cpu", "sequential").status is RunStatus.DIVERGED
+
+
+def test_a_single_spike_is_not_divergence_but_a_blowup_is():
+    spike = RunTracker(cfg(), BUD)
+    assert not any(d.stop for d in feed(spike, [2.0, 1.9, 25.0, 1.0, 30.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]))
+    run = spike.finish("cpu", "sequential")
+    assert run.status is RunStatus.COMPLETE and run.summary["stop_reason"] == "budget"
+    blowup = RunTracker(cfg(), BUD)
+    decisions = feed(blowup, [2.0, 50.0, 500.0, 5000.0, 1.0])
+    # smoothed (EMA 0.9, bias-corrected): 2, 27.7 > 10 x 2 -> stops at step 2
+    assert len(decisions) == 2 and decisions[-1].stop
+    run = blowup.finish("cpu", "sequential")
+    assert run.status is RunStatus.DIVERGED and run.summary["stop_reason"] == "loss_blowup"
+    assert "smoothed loss" in run.error and "x the first step's 2" in run.error
+
+
+def test_recorded_b1_traces_spikes_train_on_and_lr_5_stops_within_3_steps():
+    """Real traces (tests/data/b1_traces.json): MNIST MLP 256-256 at B = 1, SGD momentum 0.5. At
+    lr 0.02 seven single-example spikes exceed 10x the first loss (the first at step 1595, where
+    the old per-step rule stopped the run); at lr 5 the loss explodes from step 2."""
+    traces = json.loads((Path(__file__).parent / "data" / "b1_traces.json").read_text())
+    spikes = traces["spike_lr_0.02"]
+    assert sum(x > 10 * spikes[0] for x in spikes) == 7  # the trace really holds the spikes
+    bud = Budget(steps_per_epoch=60000, total_steps=len(spikes), epoch_size=60000)
+    c = cfg(**{"train.steps": len(spikes), "train.batch_size": 1, "train.eval_every": 10**6})
+    t = RunTracker(c, bud)
+    for i, loss in enumerate(spikes, start=1):
+        assert not t.on_step(i, 0.02, loss, 1, 1.0, 0.0, 0.0).stop, f"stopped at step {i} (loss {loss})"
+    assert t.finish("cpu", "sequential").status is RunStatus.COMPLETE
+    blowup = traces["blowup_lr_5"]
+    t = RunTracker(c, bud)
+    stopped = next(i for i, loss in enumerate(blowup, start=1) if t.on_step(i, 5.0, loss, 0, 1.0, 0.0, 0.0).stop)
+    assert stopped <= 3 and t.stop_reason == "loss_blowup"
 
 
 def test_log_every_thins_the_step_table_but_keeps_the_last_and_nonfinite_steps():

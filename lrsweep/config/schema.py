@@ -180,8 +180,12 @@ class TrainConfig(_Strict):
     target_smoothing: float = Field(0.9, ge=0, lt=1, json_schema_extra=MEMBER)
     # Stop this many steps after target_train_loss is first reached (document 003's protocol).
     stop_after_target: Optional[int] = Field(None, ge=0, json_schema_extra=MEMBER)
-    # Diverged: a NaN/inf loss, or a loss above divergence_factor x the first step's loss.
+    # Diverged: a NaN/inf step loss (at once), or a smoothed loss (bias-corrected EMA with factor
+    # divergence_smoothing) above divergence_factor x the first step's loss. Smoothed, so that
+    # one confidently wrong example at a small batch size (a step loss of 25-36 at B = 1 while
+    # the median is 0.03) is not a blow-up; a real one (lr 5) still stops within a few steps.
     divergence_factor: float = Field(10.0, gt=1, json_schema_extra=MEMBER)
+    divergence_smoothing: float = Field(0.9, ge=0, lt=1, json_schema_extra={**MEMBER, **IDENTITY_UNLESS_DEFAULT})
     device: str = Field("auto", json_schema_extra=NOT_IDENTITY)
     seed: int = Field(0, json_schema_extra=MEMBER)
     # None (default): on for conv models trained by the sequential engine on the CPU, where it

@@ -15,7 +15,7 @@ import torch
 from lrsweep import storage
 
 CHECKPOINT = storage.CHECKPOINT
-VERSION = 1
+VERSION = 2  # 2: the divergence rule's EMA and the stop reason (older ones: the run restarts)
 
 
 def save(path: Path, state: dict) -> None:

@@ -9,8 +9,10 @@ Rules (from the source documents):
 - targets are recorded when first reached (document 001's time-to-98%, document 003's S and E);
   the train-loss target is judged on a bias-corrected EMA of the step loss (single batches are
   noisy); the val-acc target on each evaluation;
-- a run has diverged at a NaN/inf loss, or a loss above divergence_factor x its first loss: it
-  stops early and that is a result, not an error;
+- a run has diverged at a NaN/inf step loss, or when the smoothed step loss (a bias-corrected
+  EMA, train.divergence_smoothing) exceeds divergence_factor x its first loss: it stops early
+  and that is a result, not an error. Smoothed, because at B = 1 a single confidently wrong
+  example gives a step loss > 10x the first while the run is learning fine;
 - `stop_after_target`: stop this many steps after the train-loss target (document 003).
 """
 from __future__ import annotations
@@ -28,8 +30,16 @@ STEP_COLUMNS = ("step", "epoch", "examples", "lr", "batch_size", "train_loss", "
                 "grad_norm", "data_time", "compute_time", "elapsed")
 EVAL_COLUMNS = ("step", "epoch", "examples", "elapsed", "lr", "train_loss", "train_acc", "val_loss", "val_acc")
 # Loop state saved in a checkpoint, besides the tables (names kept from checkpoint version 1).
-_STATE = ("initial_loss", "ema", "ema_steps", "hit_loss", "hit_acc", "win_loss", "win_correct", "win_n",
-          "data_t", "comp_t", "ep_data", "ep_comp")
+_STATE = ("initial_loss", "ema", "ema_steps", "div_ema", "hit_loss", "hit_acc", "win_loss", "win_correct",
+          "win_n", "data_t", "comp_t", "ep_data", "ep_comp", "stop_reason")
+
+
+class StopReason:
+    """Why a run ended (result.json's stop_reason)."""
+    BUDGET = "budget"  # trained all its steps
+    TARGET = "stop_after_target"  # train.stop_after_target steps after the train-loss target
+    NONFINITE = "nonfinite_loss"  # diverged: a NaN/inf step loss
+    BLOWUP = "loss_blowup"  # diverged: the smoothed loss above divergence_factor x the first
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,9 @@ class RunTracker:
         self.epoch_times: list[dict] = []
         self.status, self.reason = RunStatus.COMPLETE, None
         self.initial_loss: Optional[float] = None
-        self.ema, self.ema_steps = 0.0, 0
+        self.ema, self.ema_steps = 0.0, 0  # the train-loss target's EMA
+        self.div_ema = 0.0  # the divergence rule's EMA (bias-corrected over ema_steps + 1 steps)
+        self.stop_reason = StopReason.BUDGET
         self.hit_loss: Optional[dict] = None  # {step, examples, seconds} when first reached
         self.hit_acc: Optional[dict] = None
         self.win_loss, self.win_correct, self.win_n = 0.0, 0, 0  # train loss/acc since the last evaluation
@@ -96,10 +108,14 @@ class RunTracker:
             for k, v in zip(STEP_COLUMNS, (step, step / self.bud.steps_per_epoch, step * B, lr, B, loss,
                                            correct / B, grad_norm, data_time, compute_time, self.elapsed())):
                 self.metrics[k].append(v)
-        if not math.isfinite(loss) or loss > t.divergence_factor * self.initial_loss:
-            self.status = RunStatus.DIVERGED
-            self.reason = f"loss {loss:.4g} at step {step} (first step: {self.initial_loss:.4g})"
-            return StepDecision(evaluate=False, stop=True)
+        if not math.isfinite(loss):
+            return self._diverged(StopReason.NONFINITE, f"loss {loss} at step {step} (first step: {self.initial_loss:.4g})")
+        d = t.divergence_smoothing
+        self.div_ema = d * self.div_ema + (1 - d) * loss
+        smoothed = self.div_ema / (1 - d ** (self.ema_steps + 1))
+        if smoothed > t.divergence_factor * self.initial_loss:
+            return self._diverged(StopReason.BLOWUP, f"smoothed loss {smoothed:.4g} > {t.divergence_factor:g} x the first "
+                                                     f"step's {self.initial_loss:.4g} at step {step} (step loss {loss:.4g})")
         self.win_loss += loss * B; self.win_correct += correct; self.win_n += B
         s = t.target_smoothing
         self.ema = s * self.ema + (1 - s) * loss
@@ -109,7 +125,13 @@ class RunTracker:
             self.hit_loss = self._at(step)
         after = self.hit_loss is not None and t.stop_after_target is not None \
             and step >= self.hit_loss["step"] + t.stop_after_target
+        if after:
+            self.stop_reason = StopReason.TARGET
         return StepDecision(evaluate=step % self.eval_every == 0 or last or after, stop=after)
+
+    def _diverged(self, why: str, message: str) -> StepDecision:
+        self.status, self.reason, self.stop_reason = RunStatus.DIVERGED, message, why
+        return StepDecision(evaluate=False, stop=True)
 
     def on_eval(self, val_loss: float, val_acc: float) -> float:
         """Record an evaluation after the current step; returns the value the schedule monitors."""
@@ -149,7 +171,7 @@ class RunTracker:
             },
             "time_s": self.elapsed(), "data_time_s": self.data_t, "compute_time_s": self.comp_t,
             "epoch_times": epoch_times, "device": str(device), "resumed_at_step": self.resumed_at,
-            "engine": engine, "group_size": group_size,
+            "engine": engine, "group_size": group_size, "stop_reason": self.stop_reason,
         }
         return TrainedRun(self.status, self.metrics, self.evals, summary, self.reason)
 
