@@ -39,3 +39,20 @@ class ParameterError(UserError):
 
         message = re.sub(r"`(\w+)`", lambda m: flags.get(m.group(1), m.group(1)), self.message)
         return UserError(f"{flags.get(self.param, self.param)}: {message}")
+
+
+class ExperimentMismatch(ParameterError):
+    """`lrsweep run` into a folder that holds another experiment (config/experiment.py).
+    `diffs`: (field, folder's value, new value)."""
+
+    def __init__(self, folder, diffs: list, message: str):
+        self.folder, self.diffs = folder, diffs
+        super().__init__("add_experiment", message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def with_flags(self, flags: dict[str, str]) -> UserError:
+        import re
+
+        return UserError(re.sub(r"`(\w+)`", lambda m: flags.get(m.group(1), m.group(1)), self.message))

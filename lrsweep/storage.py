@@ -92,9 +92,10 @@ def finished_ids(sweep_dir: Path) -> set[str]:
     return {p.name for p in sweep_dir.iterdir() if p.is_dir() and read_result(p) is not None}
 
 
-def save_run(sweep_dir: Path, record: RunRecord) -> Path:
-    """A finished run's folder, from its record (results.RunRecord)."""
-    return write_run(sweep_dir, record.run_id, record.config, record.metrics, record.evals,
+def save_run(sweep_dir: Path, record: RunRecord, folder: Optional[str] = None) -> Path:
+    """A finished run's folder, from its record (results.RunRecord). `folder`: the run's folder
+    when it is not named by its id (a run recorded under an older id, retried)."""
+    return write_run(sweep_dir, folder or record.run_id, record.config, record.metrics, record.evals,
                      record.result.to_dict())
 
 
@@ -109,8 +110,38 @@ def write_run(sweep_dir: Path, run_id: str, config: dict, metrics: dict, evals: 
     return run_dir
 
 
-def write_sweep_file(sweep_dir: Path, raw: dict) -> None:
-    atomic_write(sweep_dir / SWEEP_FILE, yaml.safe_dump(raw, sort_keys=False))
+def write_sweep_file(sweep_dir: Path, raw: dict, name: str = SWEEP_FILE) -> None:
+    atomic_write(sweep_dir / name, yaml.safe_dump(raw, sort_keys=False))
+
+
+def sweep_files(sweep_dir: Path) -> list[Path]:
+    """The folder's experiments: sweep.yaml (the latest), then sweep.1.yaml, sweep.2.yaml, ...
+    (earlier ones kept by `lrsweep run --add-experiment`)."""
+    if not sweep_dir.is_dir():
+        return []
+    return [p for p in [sweep_dir / SWEEP_FILE] if p.is_file()] + _older_sweep_files(sweep_dir)
+
+
+def _older_sweep_files(sweep_dir: Path) -> list[Path]:
+    older = [p for p in sweep_dir.glob("sweep.*.yaml") if p.stem.split(".")[-1].isdigit()]
+    return sorted(older, key=lambda p: int(p.stem.split(".")[-1]))
+
+
+def read_sweep_file(path: Path) -> Optional[dict]:
+    """A stored sweep file, or None if it cannot be read (the check it serves is skipped then)."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def archive_sweep_file(sweep_dir: Path) -> Path:
+    """Keep the current sweep.yaml as the next sweep.N.yaml (another experiment joins the folder)."""
+    n = 1 + max([int(p.stem.split(".")[-1]) for p in _older_sweep_files(sweep_dir)] or [0])
+    target = sweep_dir / f"sweep.{n}.yaml"
+    atomic_write(target, (sweep_dir / SWEEP_FILE).read_text())
+    return target
 
 
 INDEX_METRICS = ("final_val_acc", "best_val_acc", "final_val_loss", "final_train_loss",

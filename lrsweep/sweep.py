@@ -11,6 +11,13 @@ result rows. Hence, whatever is killed when:
 - runs.csv has one row per finished run (keyed by run folder), so never a duplicate;
 - the sweep lock (flock) keeps a second driver out; workers die with their driver.
 
+A folder holds one experiment (config/experiment.py): a sweep whose base config differs from
+the folder's sweep.yaml in anything but its axes and seed is refused (ExperimentMismatch),
+unless `add_experiment` (then the old sweep.yaml is kept as sweep.N.yaml, and summarize
+analyses the experiments apart). Runs are found by id; a finished run whose folder is named by
+an id of an older lrsweep (e.g. from before dataset.root left the id) is recognised from its
+config.json, so it is never retrained.
+
 Progress goes to `callback(event)` as events.py's dataclasses, in this order: SweepStarted;
 per run RunStarted (from whoever trains it, numbered here), Step..., RunFinished (once its
 files are written); SweepFinished. This module never prints.
@@ -23,9 +30,10 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from lrsweep import storage
-from lrsweep.config.grid import RunSpec, Sweep
+from lrsweep.config.experiment import describe, sweep_differences
+from lrsweep.config.grid import RunSpec, Sweep, run_id as current_id
 from lrsweep.datasets import check_available
-from lrsweep.errors import ParameterError
+from lrsweep.errors import ExperimentMismatch, ParameterError
 from lrsweep.events import Callback, Event, RunFinished, RunStarted, SweepFinished, SweepStarted, ignore
 from lrsweep.execution import Executor, InlineExecutor
 from lrsweep.results import RunStatus
@@ -39,6 +47,7 @@ class SweepOutcome:
     total: int
     skipped: int
     counts: dict[str, int] = field(default_factory=dict)  # status value -> runs finished this time
+    failed: int = 0  # runs of the grid recorded `failed` after this invocation (this time or before)
 
 
 def sweep_dir_for(sweep: Sweep, out_root: str | Path = "runs") -> Path:
@@ -46,7 +55,7 @@ def sweep_dir_for(sweep: Sweep, out_root: str | Path = "runs") -> Path:
 
 
 def pending_runs(sweep: Sweep, sweep_dir: Path) -> list[RunSpec]:
-    done = storage.finished_ids(sweep_dir)
+    done = finished_folders(sweep_dir, storage.read_index_rows(sweep_dir), {r.run_id for r in sweep.runs})
     return [r for r in sweep.runs if r.run_id not in done]
 
 
@@ -85,12 +94,53 @@ class _Numbering:
         self.on_event(event)
 
 
+def claim_folder(sweep_dir: Path, raw: dict, add_experiment: bool = False) -> None:
+    """Write the sweep file into the folder, unless the folder holds another experiment."""
+    files = storage.sweep_files(sweep_dir)
+    diffs = []
+    for f in files:
+        old = storage.read_sweep_file(f)
+        d = sweep_differences(old, raw) if old is not None else []
+        if not d:  # the same experiment (perhaps with more axis values): it is this one's file now
+            storage.write_sweep_file(sweep_dir, raw, f.name)
+            return
+        diffs = diffs or d
+    if files and not add_experiment:
+        raise ExperimentMismatch(sweep_dir, diffs, (
+            f"{sweep_dir} holds another experiment ({describe(diffs)}); a folder holds one, so that "
+            f"runs of different configs are never averaged as seeds: train into a new folder "
+            f"(`name`, or --out) or keep both here (`add_experiment`; summarize analyses them apart)"))
+    if files:
+        storage.archive_sweep_file(sweep_dir)
+    storage.write_sweep_file(sweep_dir, raw)
+
+
+def finished_folders(sweep_dir: Path, rows: dict[str, dict], wanted: set[str]) -> dict[str, str]:
+    """Run id -> folder of every finished run; a folder named by an id no run of the grid has
+    (an older lrsweep's) is matched through the id of its config.json as this version computes it."""
+    import json
+
+    from lrsweep.config import parse_run_config
+    from lrsweep.errors import UserError
+
+    found = {name: name for name in rows if name in wanted}
+    for name in rows.keys() - wanted:
+        try:
+            rid = current_id(parse_run_config(json.loads((sweep_dir / name / storage.CONFIG).read_text())))
+        except (OSError, ValueError, UserError):
+            continue  # unreadable: left alone (summarize reads it by its folder)
+        if rid in wanted and rid not in found:
+            found[rid] = name
+    return found
+
+
 def run_sweep(sweep: Sweep, out_root: str | Path = "runs", callback: Optional[Callback] = None,
               retry: tuple[str, ...] = (), executor: Optional[Executor] = None,
-              engine: Optional[str] = None) -> SweepOutcome:
+              engine: Optional[str] = None, add_experiment: bool = False) -> SweepOutcome:
     """Run every unfinished cell. `retry` names statuses to redo (e.g. ('failed',)).
     `executor` trains the units (default: in this process, one after another). `engine`:
-    None or 'auto' (each run's train.engine), 'sequential' or 'vectorized'."""
+    None or 'auto' (each run's train.engine), 'sequential' or 'vectorized'. `add_experiment`:
+    train into a folder that holds another experiment, keeping both (claim_folder)."""
     on_event = callback or ignore
     retry = _statuses(retry)
     executor = executor or InlineExecutor()
@@ -98,13 +148,14 @@ def run_sweep(sweep: Sweep, out_root: str | Path = "runs", callback: Optional[Ca
     preflight(sweep)
     with storage.SweepLock(sweep_dir):
         storage.remove_stale_temp(sweep_dir)
-        storage.write_sweep_file(sweep_dir, sweep.raw)
+        claim_folder(sweep_dir, sweep.raw, add_experiment)
         rows = storage.read_index_rows(sweep_dir)
-        todo = [r for r in sweep.runs if r.run_id not in rows or rows[r.run_id]["status"] in retry]
+        folders = finished_folders(sweep_dir, rows, {r.run_id for r in sweep.runs})
+        todo = [r for r in sweep.runs if r.run_id not in folders or rows[folders[r.run_id]]["status"] in retry]
         on_event(SweepStarted(total=len(sweep.runs), done=len(sweep.runs) - len(todo), pending=len(todo),
                               executor=executor.describe()))
         specs = {r.run_id: r for r in todo}  # less those saved
-        for run_id in rows.keys() - specs.keys():  # finished: a checkpoint left by a killed worker is stale
+        for run_id in rows.keys() - {folders.get(r, r) for r in specs}:  # finished: a checkpoint left by a killed worker is stale
             (sweep_dir / run_id / storage.CHECKPOINT).unlink(missing_ok=True)
         counts: dict[str, int] = {}
         numbering = _Numbering(on_event, len(todo))
@@ -115,10 +166,10 @@ def run_sweep(sweep: Sweep, out_root: str | Path = "runs", callback: Optional[Ca
                 spec = specs.pop(record.run_id, None)
                 if spec is None:
                     continue  # a retried task that finished twice: keep the first
-                storage.save_run(sweep_dir, record)
+                storage.save_run(sweep_dir, record, folders.get(record.run_id))  # a retried run keeps its folder
                 result = record.result.to_dict()
                 counts[result["status"]] = counts.get(result["status"], 0) + 1
-                rows[record.run_id] = storage.index_row(result)
+                rows[folders.get(record.run_id, record.run_id)] = storage.index_row(result)
                 storage.write_index(sweep_dir, rows)
                 on_event(RunFinished(record.run_id, spec.axes, result,
                                      worker=numbering.worker.get(record.run_id, 0)))
@@ -128,4 +179,6 @@ def run_sweep(sweep: Sweep, out_root: str | Path = "runs", callback: Optional[Ca
                 storage.remove_stale_temp(sweep_dir)  # workers are gone: their temp files are stale
                 storage.rebuild_index(sweep_dir)
         on_event(SweepFinished(counts=counts))
-    return SweepOutcome(sweep_dir, len(sweep.runs), len(sweep.runs) - len(todo), counts)
+    failed = sum(rows[folders.get(r.run_id, r.run_id)]["status"] == RunStatus.FAILED.value
+                 for r in sweep.runs if folders.get(r.run_id, r.run_id) in rows)
+    return SweepOutcome(sweep_dir, len(sweep.runs), len(sweep.runs) - len(todo), counts, failed)

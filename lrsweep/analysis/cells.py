@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lrsweep.analysis.metrics import check_metric, scores
-from lrsweep.analysis.runs import Runs, hashable
+from lrsweep.analysis.runs import EXPERIMENT, Runs, hashable
 from lrsweep.config.grid import load_sweep
 from lrsweep.errors import UserError
 
@@ -28,6 +28,9 @@ def group_axes(runs: Runs) -> list[str]:
     df, out = runs.df, []
     for a in runs.axes:
         if a in _NON_GROUP or a not in df or df[a].nunique(dropna=False) < 2:
+            continue
+        if a == EXPERIMENT:  # experiments of one folder are never blended, whatever their grids
+            out.append(a)
             continue
         if "batch_size" in df and (df.groupby("batch_size")[a].nunique(dropna=False) <= 1).all():
             continue

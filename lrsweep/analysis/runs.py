@@ -14,6 +14,8 @@ from lrsweep.errors import UserError
 
 # Keys of result.json that are nested or bulky; not DataFrame columns.
 _NESTED = ("axes", "targets", "epoch_times", "traceback")
+# The column (and group axis) that tells experiments of one folder apart (config/experiment.py).
+EXPERIMENT = "experiment"
 
 
 @dataclass
@@ -81,7 +83,38 @@ def load_runs(paths: list[str | Path] | str | Path) -> Runs:
                 axes.append(name) if name not in axes else None
                 row.setdefault(name, hashable(value))
             rows.append(row)
+    warnings += _split_experiments(rows, axes)
     return Runs(pd.DataFrame(rows), axes, warnings, sweep_dirs)
+
+
+def _split_experiments(rows: list[dict], axes: list[str]) -> list[str]:
+    """Label each run with its experiment when a sweep folder holds several (runs whose configs
+    differ in more than the axes and the seed), so they are grouped apart, never averaged."""
+    from lrsweep.config import parse_run_config
+    from lrsweep.config.experiment import describe, differences, experiment_fields
+
+    warnings = []
+    for sweep in dict.fromkeys(r["sweep"] for r in rows):
+        mine = [r for r in rows if r["sweep"] == sweep]
+        fields = {}
+        for r in mine:
+            try:
+                cfg = parse_run_config(json.loads((Path(r["path"]) / storage.CONFIG).read_text()))
+            except (OSError, ValueError, UserError):
+                continue  # no readable config: it stays with the first experiment
+            fields[r["path"]] = experiment_fields(cfg, axes)
+        kinds = list({json.dumps(f, sort_keys=True, default=str): f for f in fields.values()}.values())
+        if len(kinds) < 2:
+            continue
+        varying = sorted({k for f in kinds[1:] for k, _, _ in differences(kinds[0], f)})
+        label = lambda f: ", ".join(f"{k}={f.get(k)}" for k in varying)  # noqa: E731
+        for r in mine:
+            r[EXPERIMENT] = label(fields.get(r["path"], kinds[0]))
+        if EXPERIMENT not in axes:
+            axes.insert(0, EXPERIMENT)
+        warnings.append(f"{sweep}: holds {len(kinds)} experiments (runs differ in {', '.join(varying)}); "
+                        f"analysed apart, never averaged as seeds ({describe(differences(kinds[0], kinds[1]), 2)})")
+    return warnings
 
 
 def read_table(run_path: str | Path, which: str = "metrics") -> pd.DataFrame:

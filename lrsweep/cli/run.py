@@ -8,24 +8,27 @@ import pandas as pd
 import typer
 
 from lrsweep.cli.choices import Engine, Executor, ResultMetric
-from lrsweep.cli.root import OutOpt, SetOpt, app, console, guarded
+from lrsweep.cli.root import OutOpt, SetOpt, app, console, err_console, guarded
 from lrsweep.cli.tables import compact_best, print_frame
 
 ConfigArg = Annotated[Path, typer.Argument(help="Sweep YAML file.")]
+NameOpt = Annotated[Optional[str], typer.Option("--name", help="Sweep folder name under --out (sets `name`; default: the config's).")]
 
 
 @app.command()
 @guarded
-def plan(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs")):
+def plan(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs"), name: NameOpt = None):
     """Print the expanded grid (count, runs, which already finished) without training."""
     from lrsweep import storage
     from lrsweep.config.grid import load_sweep
-    from lrsweep.sweep import preflight, sweep_dir_for
+    from lrsweep.sweep import finished_folders, preflight, sweep_dir_for
 
-    sweep = load_sweep(config, set_ or [])
+    sweep = load_sweep(config, [*(set_ or []), *([f"name={name}"] if name else [])])
     preflight(sweep)
     sweep_dir = sweep_dir_for(sweep, out)
-    done = {p.name: (storage.read_result(p) or {}).get("status") for p in sweep_dir.glob("*") if p.is_dir()}
+    index = storage.read_index_rows(sweep_dir)
+    folders = finished_folders(sweep_dir, index, {r.run_id for r in sweep.runs})
+    done = {rid: index[folder]["status"] for rid, folder in folders.items()}
     rows = [{"run_id": r.run_id, **r.axes, "status": done.get(r.run_id) or "pending"} for r in sweep.runs]
     df = pd.DataFrame(rows)
     n_done = int((df["status"] != "pending").sum())
@@ -34,7 +37,8 @@ def plan(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs")):
 
 @app.command()
 @guarded
-def run(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs"),
+def run(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs"), name: NameOpt = None,
+        add_experiment: Annotated[bool, typer.Option("--add-experiment", help="Train into a folder that holds another experiment (a different budget, model, ...), keeping both; summarize analyses them apart.")] = False,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Rerun failed runs.")] = False,
         retry_diverged: Annotated[bool, typer.Option("--retry-diverged", help="Rerun diverged runs (divergence is a result: only when asked).")] = False,
         metric: Annotated[ResultMetric, typer.Option(help="Metric for the closing best-LR table.")] = ResultMetric.final_val_acc,
@@ -54,7 +58,7 @@ def run(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs"),
     from lrsweep.execution import make_executor
     from lrsweep.sweep import run_sweep
 
-    set_ = list(set_ or [])
+    set_ = [*(set_ or []), *([f"name={name}"] if name else [])]
     if engine is not None:  # engine options are config fields (not part of the run ids)
         set_.append(f"train.engine={engine.value}")
     if max_members is not None:
@@ -65,7 +69,7 @@ def run(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs"),
                          address=address, gpus_per_task=gpus_per_task)
     progress = make_progress(console)
     try:
-        outcome = run_sweep(sweep, out, progress, retry=retry, executor=pool)
+        outcome = run_sweep(sweep, out, progress, retry=retry, executor=pool, add_experiment=add_experiment)
     finally:
         progress.close()
     counts = ", ".join(f"{v} {k}" for k, v in outcome.counts.items()) or "nothing new"
@@ -75,3 +79,8 @@ def run(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs"),
         print_frame(compact_best(best_lr_table(runs, metric.value), metric.value),
                     title=f"best LR per batch size by {metric}")
         console.print(f"next: lrsweep summarize {outcome.sweep_dir}  (fits, plots, report.md)", highlight=False)
+    failed = outcome.failed
+    if failed:  # the grid is not answered: say so in the exit code, for scripts and CI
+        err_console.print(f"{failed} run{'s' * (failed > 1)} of this grid failed (their errors: {outcome.sweep_dir}/runs.csv); "
+                          f"rerun with --retry-failed to train {'them' if failed > 1 else 'it'} again", highlight=False)
+        raise typer.Exit(1)

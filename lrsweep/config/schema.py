@@ -47,8 +47,9 @@ class SyntheticConfig(_Strict):
 
 class DatasetConfig(_Strict):
     name: Literal[DATASETS]  # type: ignore[valid-type]
-    root: str = "data"
-    download: bool = False
+    # Where the files are and how they were obtained do not change a run's numbers: not in its id.
+    root: str = Field("data", json_schema_extra=NOT_IDENTITY)
+    download: bool = Field(False, json_schema_extra=NOT_IDENTITY)
     # A fixed random subset of the training set (the same for every run: drawn with subset_seed).
     train_subset: Optional[int] = Field(None, ge=1)
     # A fresh random subset of the training set each epoch (document 003: 10k per epoch).
