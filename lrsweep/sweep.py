@@ -109,7 +109,7 @@ def claim_folder(sweep_dir: Path, raw: dict, add_experiment: bool = False) -> No
         raise ExperimentMismatch(sweep_dir, diffs, (
             f"{sweep_dir} holds another experiment ({describe(diffs)}); a folder holds one, so that "
             f"runs of different configs are never averaged as seeds: train into a new folder "
-            f"(`name`, or --out) or keep both here (`add_experiment`; summarize analyses them apart)"))
+            f"(`name`, or `out`) or keep both here (`add_experiment`; summarize analyses them apart)"))
     if files:
         storage.archive_sweep_file(sweep_dir)
     storage.write_sweep_file(sweep_dir, raw)
