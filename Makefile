@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 EXTRAS ?= test,ray
 
-.PHONY: install run test bench reproduce clean
+.PHONY: install run test bench gpu-check reproduce clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ test: $(STAMP)
 # bench.json. BENCH_ARGS=--quick for the small grid.
 bench: $(STAMP)
 	$(VENV)/bin/lrsweep bench $(BENCH_ARGS)
+
+# Where a CUDA GPU is: the CUDA tests, `lrsweep bench --device cuda` and the Fashion-MNIST grid
+# timing, in one command (about 8 minutes on one H100/H200); writes gpu-check.json.
+# GPU_CHECK_ARGS=--quick for a shorter run.
+gpu-check: $(STAMP)
+	$(PY) -m lrsweep.benchmark.gpu_check $(GPU_CHECK_ARGS)
 
 # The source documents' experiments (issue 7): runs every configs/o*.small.yaml into runs/,
 # range-tests and summarizes them, rewrites the tables and figures of docs/reproductions.md

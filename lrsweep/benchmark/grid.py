@@ -96,10 +96,12 @@ def find_mnist(data_root: Optional[str | Path] = None) -> Optional[Path]:
     return SHARED_DATASETS.resolve() if has_mnist(SHARED_DATASETS) else None
 
 
-def write_fake_mnist(root: Path, n_train: int = 60000, n_test: int = 10000, seed: int = 0) -> Path:
+def write_fake_mnist(root: Path, n_train: int = 60000, n_test: int = 10000, seed: int = 0,
+                     folder: str = "MNIST") -> Path:
     """Generated MNIST of the real shape (uint8 28x28, 10 classes) in torchvision's IDX files:
-    a fixed random stroke-like template per class plus noise, so it is learnable."""
-    raw = Path(root) / "MNIST" / "raw"
+    a fixed random stroke-like template per class plus noise, so it is learnable. `folder`:
+    FashionMNIST for Fashion-MNIST's layout (same format and shape)."""
+    raw = Path(root) / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     templates = (rng.random((10, 28, 28)) > 0.8).astype(np.float32)

@@ -203,6 +203,9 @@ class TrainConfig(_Strict):
     max_members: Optional[int] = Field(None, ge=1, json_schema_extra={**MEMBER, **NOT_IDENTITY})
     # vectorized: torch.compile the stacked forward/backward (for CUDA)
     compile: bool = Field(False, json_schema_extra=NOT_IDENTITY)
+    # vectorized: copy per-step losses/accuracies/grad norms to the host once per this many steps
+    # (and at every evaluation), not every step: no host sync inside the GPU's hot loop.
+    sync_every: int = Field(16, ge=1, json_schema_extra={**MEMBER, **NOT_IDENTITY})
     # bf16: forward passes under torch.autocast(bfloat16); vectorized engine only. Part of the run id.
     precision: Literal["fp32", "bf16"] = Field("fp32", json_schema_extra=IDENTITY_UNLESS_DEFAULT)
 

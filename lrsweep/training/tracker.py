@@ -82,8 +82,8 @@ class RunTracker:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def _at(self, step: int) -> dict:
-        return {"step": step, "examples": step * self.B, "seconds": self.elapsed()}
+    def _at(self, step: int, now: Optional[float] = None) -> dict:
+        return {"step": step, "examples": step * self.B, "seconds": self.elapsed() if now is None else now}
 
     # ------------------------------------------------------------------ feeding it
 
@@ -95,8 +95,11 @@ class RunTracker:
             self.ep_data = self.ep_comp = 0.0
 
     def on_step(self, step: int, lr: float, loss: float, correct: int, grad_norm: float,
-                data_time: float, compute_time: float) -> StepDecision:
-        """Record step `step` (1-based, after the update) and say what the engine does next."""
+                data_time: float, compute_time: float, now: Optional[float] = None) -> StepDecision:
+        """Record step `step` (1-based, after the update) and say what the engine does next.
+        `now`: seconds since the start when the step ended (default: now; an engine that reports
+        steps after the fact, in blocks, passes the step's own time)."""
+        now = self.elapsed() if now is None else now
         t, B = self.t, self.B
         self.step, self.lr = step, lr
         self.data_t += data_time; self.comp_t += compute_time
@@ -106,7 +109,7 @@ class RunTracker:
         last = step == self.bud.total_steps
         if step % t.log_every == 0 or last or not math.isfinite(loss):
             for k, v in zip(STEP_COLUMNS, (step, step / self.bud.steps_per_epoch, step * B, lr, B, loss,
-                                           correct / B, grad_norm, data_time, compute_time, self.elapsed())):
+                                           correct / B, grad_norm, data_time, compute_time, now)):
                 self.metrics[k].append(v)
         if not math.isfinite(loss):
             return self._diverged(StopReason.NONFINITE, f"loss {loss} at step {step} (first step: {self.initial_loss:.4g})")
@@ -122,7 +125,7 @@ class RunTracker:
         self.ema_steps += 1
         if self.hit_loss is None and t.target_train_loss is not None \
                 and self.ema / (1 - s ** self.ema_steps) <= t.target_train_loss:
-            self.hit_loss = self._at(step)
+            self.hit_loss = self._at(step, now)
         after = self.hit_loss is not None and t.stop_after_target is not None \
             and step >= self.hit_loss["step"] + t.stop_after_target
         if after:

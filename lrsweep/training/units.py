@@ -177,6 +177,16 @@ def _train_one(spec: RunSpec, run_dir: Optional[Path], on_event: Callback) -> Ru
     return _record(spec, sequential.train(cfg, data, device, on_step=on_step, run_dir=run_dir))
 
 
+def _free_device_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()  # the failed run's tensors are garbage once its frames are gone
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def train_unit(unit: WorkUnit, on_event: Callback = ignore) -> Iterator[RunRecord]:
     """One record per run of the unit, as each finishes (a vectorized unit's all at its end).
     Emits RunStarted and Step events. A UserError (the user's config) propagates; any other
@@ -200,6 +210,7 @@ def train_unit(unit: WorkUnit, on_event: Callback = ignore) -> Iterator[RunRecor
         raise
     except Exception as e:  # noqa: BLE001 - e.g. CUDA out of memory: recorded, the sweep goes on
         err, tb = f"{type(e).__name__}: {e}", traceback.format_exc(limit=8)
+        _free_device_memory()  # what the failed run held must not fail the next one (no cascade)
         for spec in list(left.values()):
             left.pop(spec.run_id)
             yield RunRecord.failed(spec, err, tb)

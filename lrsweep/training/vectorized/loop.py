@@ -9,6 +9,7 @@ optimizer state, settings): the others go on untouched and no compute is spent o
 """
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Callable, Optional
 
@@ -16,6 +17,7 @@ import torch
 
 from lrsweep.config import RunConfig
 from lrsweep.datasets import Data
+from lrsweep.results import RunStatus
 from lrsweep.schedules import LRSchedule
 from lrsweep.training.batches import BatchSampler
 from lrsweep.training.setup import Budget, budget, init_model, uses_channels_last
@@ -103,21 +105,49 @@ class _Member:
         self.state: Optional[dict] = None  # final state_dict, when asked for
 
 
-def _batch(data: Data, samplers: dict, active: list[_Member], step: int, device):
-    """The step's inputs: [B, ...] shared when every live member has one seed, else [M, B, ...]."""
+def _seed_rows(active: list[_Member], device) -> Optional[torch.Tensor]:
+    """For batched inputs: the row of its seed's batch each member takes (None: one shared seed)."""
     seeds = list(dict.fromkeys(m.cfg.train.seed for m in active))
     if len(seeds) == 1:
+        return None
+    return torch.tensor([seeds.index(m.cfg.train.seed) for m in active], device=device)
+
+
+def _batch(data: Data, samplers: dict, active: list[_Member], step: int, which: Optional[torch.Tensor]):
+    """The step's inputs: [B, ...] shared when every live member has one seed, else [M, B, ...]."""
+    seeds = list(dict.fromkeys(m.cfg.train.seed for m in active))
+    if which is None:
         idx = samplers[seeds[0]].indices(step)
         return data.normalize(data.train_x[idx]), data.train_y[idx], False
     idx = torch.stack([samplers[s].indices(step) for s in seeds])  # [S, B]
     xs, ys = data.normalize(data.train_x[idx.flatten()]), data.train_y[idx]
     xs = xs.view(len(seeds), idx.shape[1], *xs.shape[1:])
-    which = torch.tensor([seeds.index(m.cfg.train.seed) for m in active], device=device)
     return xs.index_select(0, which), ys.index_select(0, which), True
 
 
+def _block_end(step: int, active: list[_Member], bud: Budget, eval_every: int, sync_every: int) -> int:
+    """The last step of the block that starts after `step` steps: at most sync_every steps, and
+    ending at the next evaluation, the budget's end and any member's stop-after-target step, so
+    that every evaluation and every early stop happens at its exact step. A member that has a
+    stop_after_target of a and has not reached its target yet caps the block at a + 1 steps (its
+    stop step, h + a for a target reached at h inside the block, is then at or after the end)."""
+    end = min(step + sync_every, bud.total_steps, (step // eval_every + 1) * eval_every)
+    for m in active:
+        t, hit = m.cfg.train, m.track.hit_loss
+        if t.stop_after_target is None or t.target_train_loss is None:
+            continue
+        end = min(end, hit["step"] + t.stop_after_target if hit else step + t.stop_after_target + 1)
+    return max(end, step + 1)
+
+
 def _loop(cfgs, data, device, on_step, states, stack, bud: Budget, cl: bool) -> list[TrainedRun]:
-    eval_batch = cfgs[0].train.eval_batch_size
+    """Steps run in blocks with no host synchronisation inside: the per-step losses, accuracies
+    and gradient norms stay on the device and are copied once per block, then fed to the
+    trackers step by step. A member that diverges inside a block runs to the block's end (at
+    most sync_every - 1 steps more, isolated from the others) and its steps past the divergence
+    are never recorded. On CUDA the block's compute time is spread evenly over its steps."""
+    eval_batch, eval_every = cfgs[0].train.eval_batch_size, bud.eval_every(cfgs[0])
+    sync_every = cfgs[0].train.sync_every
     opt = StackedOptimizer(stack.stacked(), [c.optimizer for c in cfgs])
     start = time.perf_counter()
     members = [_Member(c, bud, start) for c in cfgs]
@@ -126,39 +156,57 @@ def _loop(cfgs, data, device, on_step, states, stack, bud: Budget, cl: bool) -> 
                 for s in dict.fromkeys(c.train.seed for c in cfgs)}
     step = 0
     while step < bud.total_steps and active:
-        if step % bud.steps_per_epoch == 0:
-            for m in active:
-                m.track.new_epoch(step)
-        t0 = time.perf_counter()
-        x, y, batched = _batch(data, samplers, active, step, device)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t1 = time.perf_counter()
+        end = _block_end(step, active, bud, eval_every, sync_every)
+        lrs = [[m.sched.lr(s) for m in active] for s in range(step, end)]  # fixed between evaluations
+        lr_dev = torch.tensor(lrs, dtype=torch.float64, device=device)  # one copy per block
+        which = _seed_rows(active, device)
+        stats, times = [], []
+        block_start = time.perf_counter()
+        for k in range(end - step):
+            t0 = time.perf_counter()
+            x, y, batched = _batch(data, samplers, active, step + k, which)
+            t1 = time.perf_counter()
+            losses, correct, grads = stack.train_step(x, y, batched, cl)
+            with torch.no_grad():
+                gnorm = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)
+                opt.step(lr_dev[k], grads)
+                stats.append(torch.stack([losses.double(), correct.double(), gnorm.double()]))
+            times.append((t1 - t0, time.perf_counter() - t1))
+        host = torch.stack(stats).cpu().tolist()  # [steps, 3, members]: the block's one sync
+        if device.type == "cuda":  # kernels ran asynchronously: only the block's total is known
+            per = (time.perf_counter() - block_start - sum(d for d, _ in times)) / len(times)
+            times = [(d, per) for d, _ in times]
+        ends = list(itertools.accumulate((d + c for d, c in times), initial=block_start - start))[1:]
 
-        lrs = [m.sched.lr(step) for m in active]
-        losses, correct, grads = stack.train_step(x, y, batched, cl)
-        with torch.no_grad():
-            gnorm = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)
-            opt.step(torch.tensor(lrs, dtype=torch.float64, device=device), grads)
-            stats = torch.stack([losses.double(), correct.double(), gnorm.double()]).cpu()
-        t2 = time.perf_counter()
-        step += 1
-        loss_l, correct_l, gn_l = stats.tolist()
-
-        decisions = [m.track.on_step(step, lr, loss_l[j], int(correct_l[j]), gn_l[j], t1 - t0, t2 - t1)
-                     for j, (m, lr) in enumerate(zip(active, lrs))]
+        stopped: dict[int, int] = {}  # row -> step it stopped at
+        to_eval = []
+        for k, (loss_l, correct_l, gn_l) in enumerate(host):
+            s = step + k + 1
+            if (s - 1) % bud.steps_per_epoch == 0:
+                for j, m in enumerate(active):
+                    if j not in stopped:
+                        m.track.new_epoch(s - 1)
+            for j, m in enumerate(active):
+                if j in stopped:
+                    continue  # steps past a divergence are not this run's
+                d = m.track.on_step(s, lrs[k][j], loss_l[j], int(correct_l[j]), gn_l[j], *times[k], now=ends[k])
+                if (d.evaluate or (d.stop and m.track.status is RunStatus.COMPLETE)) and s != end:
+                    raise RuntimeError(f"internal: step {s} needs the model inside a block ending at {end}")
+                if d.evaluate:
+                    to_eval.append(j)
+                if d.stop:
+                    stopped[j] = s
+        step = end
         if on_step is not None:
-            on_step(step, bud.total_steps, loss_l[0], lrs[0], len(active))
-        to_eval = [j for j, d in enumerate(decisions) if d.evaluate]
+            on_step(step, bud.total_steps, host[-1][0][0], lrs[-1][0], len(active))
         if to_eval:
             vls, vas = stack.evaluate(to_eval, len(active), data, eval_batch, cl)
             for j, vl, va in zip(to_eval, vls, vas):
                 active[j].sched.report(active[j].track.on_eval(vl, va))
-        stopping = [j for j, d in enumerate(decisions) if d.stop]
-        for j in stopping:
+        for j in stopped:
             _finish(active[j], j, stack, states, device, len(cfgs))
-        if stopping:
-            keep = [j for j in range(len(active)) if j not in stopping]
+        if stopped:
+            keep = [j for j in range(len(active)) if j not in stopped]
             if keep:
                 stack.select(keep)
                 opt.select(torch.tensor(keep, device=device))
