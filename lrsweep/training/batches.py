@@ -22,7 +22,10 @@ class BatchSampler:
         """The [B] example indices of step `step` (0-based); a new epoch starts a new permutation."""
         pos = step % self.bud.steps_per_epoch
         if pos == 0 or self.perm is None:
-            self.perm = torch.randperm(self.n_train, generator=self.generator)[: self.bud.epoch_size].to(self.device)
+            perm = torch.randperm(self.n_train, generator=self.generator)[: self.bud.epoch_size]
+            if self.device.type == "cuda":  # drawn on the host (the same order on every device), copied without a sync
+                perm = perm.pin_memory().to(self.device, non_blocking=True)
+            self.perm = perm.to(self.device)
         return self.perm[pos * self.B:(pos + 1) * self.B]
 
     def state_dict(self) -> torch.Tensor:
