@@ -186,8 +186,10 @@ def _bnoise(crit: pd.DataFrame, label: str) -> str:
         return "Fitted B_noise: — (no train-loss target reached by 2+ batch sizes)."
     parts = []
     for _, c in crit.iterrows():
-        keys = ", ".join(f"{k}={c[k]}" for k in crit.columns if k not in ("target", "n", "B_noise", "S_min", "E_min", "r2", "note"))
-        parts.append(f"{keys + ': ' if keys else ''}target {g(c.target)}: B_noise = {g(c.B_noise)} "
+        keys = ", ".join(f"{k}={c[k]}" for k in crit.columns if k not in ("target", "n", "B_noise", "S_min", "E_min", "r2", "note")
+                         and not k.endswith(("_lo", "_hi")))
+        ci = f" [90% CI {g(c.B_noise_lo)}–{g(c.B_noise_hi)}]" if pd.notna(c.get("B_noise_lo")) and pd.notna(c.get("B_noise_hi")) else ""
+        parts.append(f"{keys + ': ' if keys else ''}target {g(c.target)}: B_noise = {g(c.B_noise)}{ci} "
                      f"(S_min {g(c.S_min)} steps, E_min {g(c.E_min)} examples, {int(c.n)} batch sizes"
                      + (f", R² {g(c.r2, 2)}" if c.get("r2") is not None and not pd.isna(c.get("r2")) else "")
                      + (f"; {c.note}" if isinstance(c.get("note"), str) and c.note else "") + ")")

@@ -64,6 +64,19 @@ def test_fit_says_why_it_cannot():
     assert "two batch sizes" in two["note"]
 
 
+def test_fit_intervals_come_from_the_replicates_and_say_when_some_fail():
+    B = np.array([8, 32, 128, 512], float)
+    S = 100.0 * (1 + 64.0 / B)
+    pts = pd.DataFrame({"batch_size": B, "S": S, "E": S * B})
+    boot = S * np.exp(np.random.default_rng(0).normal(0, 0.02, (200, len(B))))
+    fit = critical.fit_critical(pts, 0.5, boot)
+    for k, truth in (("B_noise", 64.0), ("S_min", 100.0), ("E_min", 6400.0)):
+        assert fit[f"{k}_lo"] < truth < fit[f"{k}_hi"] < 1.3 * fit[f"{k}_lo"]
+    assert fit["note"] == "" and math.isnan(critical.fit_critical(pts, 0.5)["B_noise_lo"])
+    flat = np.tile(S[::-1], (200, 1))  # every replicate: steps rise with B
+    assert "200 of 200 resamples give no B_noise > 0" in critical.fit_critical(pts, 0.5, flat)["note"]
+
+
 def write_run(tmp_path, run_id, B, lr, loss, smoothing=0.9, status="complete"):
     d = tmp_path / run_id
     d.mkdir()
@@ -88,14 +101,17 @@ def test_curve_table_and_se_points_pick_the_fastest_lr_and_skip_bad_files(tmp_pa
     table, warnings = critical.curve_table(df, [1.0], after_steps=5)
     assert len(warnings) == 1 and str(tmp_path / "f" / "metrics.csv") in warnings[0]
     assert set(table["run_id"]) == {"a", "b", "c", "d"}  # diverged and unreadable left out
-    S = dict(zip(table["run_id"], table["S@1"]))
+    S = dict(zip(table["run_id"], table["S_ema@1"]))  # the trainer's read-off: first logged step <= 1
     assert (S["a"], S["b"], S["d"]) == (35, 17, 14) and math.isnan(S["c"])
-    assert table.set_index("run_id").loc["a", "E@1"] == 35 * 8
+    exact = {r: math.log(2) / -math.log(q) for r, q in (("a", 0.98), ("b", 0.96), ("d", 0.95))}  # 34.3, 17.0, 13.5
+    S = dict(zip(table["run_id"], table["S@1"]))  # summarize's: the crossing itself, between logged steps
+    assert [S[r] for r in "abd"] == pytest.approx([exact[r] for r in "abd"], rel=0.005) and math.isnan(S["c"])
+    assert table.set_index("run_id").loc["a", "E@1"] == pytest.approx(S["a"] * 8)
     assert table.set_index("run_id").loc["b", "drop@1"] == pytest.approx(2 * 0.96 ** 17 - 2 * 0.96 ** 22)
     assert table.set_index("run_id").loc["a", "grad_norm_mean"] == pytest.approx(1 / 8)
     pts = critical.se_points(df, table, 1.0)
-    assert list(pts["batch_size"]) == [8, 16] and list(pts["lr"]) == [0.3, 0.3] and list(pts["S"]) == [17, 14]
-    assert list(pts["E"]) == [17 * 8, 14 * 16]
+    assert list(pts["batch_size"]) == [8, 16] and list(pts["lr"]) == [0.3, 0.3]
+    assert list(pts["S"]) == [S["b"], S["d"]] and list(pts["E"]) == [S["b"] * 8, S["d"] * 16]
     assert critical.se_points(df, table, 0.123).empty  # a target never asked for
 
 

@@ -54,14 +54,20 @@ def test_pure_linear_scaling_ranks_the_anchored_rule_and_flags_the_bound():
     assert row(df, "sqrt_rule")["residuals_log10"][-1] == pytest.approx(0.5 * math.log10(B[-1] / B[0]))
 
 
-def test_too_few_points_skip_laws_and_exact_fits_are_not_ranked():
+def test_too_few_points_skip_laws_and_exact_fits_are_not_made():
+    # A law needs one point more than its parameters: two points fit any 2-parameter law exactly
+    # and say nothing about it (these laws used to be fitted and shown unranked).
     df, warnings = fit_laws([16, 64], [0.01, 0.03])
-    assert warnings == ["power not fitted: 2 batch size(s) with an optimum inside the LR grid, need 2 (3 for power)"]
-    assert set(df["law"]) == {"linear", "sqrt", "surge", "linear_rule", "sqrt_rule"}
+    assert warnings == ["linear, sqrt, power, surge not fitted: 2 batch size(s) with a bracketed optimum, need 3 (4 for power)"]
+    assert set(df["law"]) == {"linear_rule", "sqrt_rule"}
     assert df[df["kind"] == "fit"]["rank"].isna().all()
     assert df[df["kind"] == "rule"]["rank"].notna().all()
+    three, warnings = fit_laws([16, 64, 256], [0.01, 0.03, 0.05])
+    assert warnings == ["power not fitted: 3 batch size(s) with a bracketed optimum, need 4"]
+    assert set(three["law"]) == {"linear", "sqrt", "surge", "linear_rule", "sqrt_rule"}
     empty, warnings = fit_laws([], [])
     assert empty.empty and warnings[0].startswith("linear, sqrt, power, surge not fitted: 0 batch size(s)")
+    assert warnings[0].endswith("no rule either (they need 2)")
 
 
 def test_non_finite_points_are_ignored():

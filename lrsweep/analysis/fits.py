@@ -21,11 +21,16 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from lrsweep.analysis import bootstrap
+from lrsweep.analysis.optimum import interpolation_error
+
 # B_noise is searched within this factor beyond the measured batch sizes; hitting the bound
 # means the data only fix a ratio (e.g. pure linear scaling fixes ε_max/B_noise, not each).
 BNOISE_SPAN = 1000.0
 # predict() warns beyond this factor outside the measured batch sizes.
 EXTRAPOLATION_WARN = 2.0
+# Ties when no grid is known: the interpolation error on a half-decade grid (≈ 0.010 decades).
+TIE_DECADES = interpolation_error(10 ** 0.5)
 
 
 def _linear(B, eps, bn, alpha=1.0):
@@ -60,43 +65,126 @@ def law_value(law: str, params: dict, B) -> np.ndarray:
     return fn(B, *[params[n] for n in names])
 
 
-def _fit_one(law: str, B: np.ndarray, lr: np.ndarray) -> tuple[dict, bool]:
-    """Least squares in log space from several starts (the surface has flat valleys)."""
+# α of each law; None: free, within ALPHA_BOUNDS.
+ALPHA = {"linear": 1.0, "sqrt": 0.5, "power": None, "surge": 1.0}
+ALPHA_BOUNDS = (0.05, 4.0)
+# A parameter within this fraction of its search range from a bound sits at the bound: the data
+# would have it further out, so its value is the bound's, not the data's.
+BOUND_TOL = 1e-3
+PROFILE_POINTS = 600  # B_noise values tried across its search range before refining
+
+
+def _bounds(law: str, B: np.ndarray, lr: np.ndarray) -> tuple[list[float], list[float]]:
+    """Search bounds of (log ε_max, log B_noise[, α])."""
+    lo = [np.log(lr.min()) - 20, np.log(B.min() / BNOISE_SPAN)] + [ALPHA_BOUNDS[0]] * (law == "power")
+    hi = [np.log(lr.max()) + 20, np.log(B.max() * BNOISE_SPAN)] + [ALPHA_BOUNDS[1]] * (law == "power")
+    return lo, hi
+
+
+def _feature(law: str, B: np.ndarray, log_bn: np.ndarray) -> np.ndarray:
+    """f with log ε = log ε_max − α·f(B; B_noise), one row per B_noise value."""
+    bn = np.exp(np.asarray(log_bn, float))[:, None]
+    return np.log(0.5 * (np.sqrt(bn / B) + np.sqrt(B / bn))) if law == "surge" else np.log1p(bn / B)
+
+
+def profile_fit(law: str, B: np.ndarray, Y: np.ndarray) -> dict[str, np.ndarray]:
+    """Least squares of each row of Y (log LRs at batch sizes B) by profiling: B_noise on a grid
+    across its search range (the surface has flat valleys, so a global look is safer than local
+    starts), refined by a parabola through the best grid point and its neighbours; ε_max and α in
+    closed form. Vectorized over rows: the residual bootstrap refits a thousand rows at once."""
+    Y = np.atleast_2d(Y)
+    lo, hi = _bounds(law, B, np.exp(Y[0]))
+    grid = np.linspace(lo[1], hi[1], PROFILE_POINTS)
+    F = _feature(law, B, grid)
+    Yc, Fc = Y - Y.mean(1, keepdims=True), F - F.mean(1, keepdims=True)
+    syy, syf, sff = (Yc ** 2).sum(1)[:, None], Yc @ Fc.T, (Fc ** 2).sum(1)[None, :]
+    alpha = (np.clip(-syf / np.maximum(sff, 1e-300), *ALPHA_BOUNDS) if ALPHA[law] is None
+             else np.full(syf.shape, ALPHA[law]))
+    rss = syy + 2 * alpha * syf + alpha ** 2 * sff
+    j = np.clip(np.argmin(rss, axis=1), 1, PROFILE_POINTS - 2)
+    r = np.arange(len(Y))
+    r0, r1, r2 = rss[r, j - 1], rss[r, j], rss[r, j + 1]
+    curv = r0 - 2 * r1 + r2
+    step = np.where(curv > 0, 0.5 * (r0 - r2) / np.where(curv > 0, curv, 1.0), 0.0)
+    log_bn = np.where(rss.argmin(1) == j, grid[j] + np.clip(step, -1, 1) * (grid[1] - grid[0]), grid[rss.argmin(1)])
+    f = _feature(law, B, log_bn)
+    fc = f - f.mean(1, keepdims=True)
+    a = (np.clip(-(Yc * fc).sum(1) / np.maximum((fc ** 2).sum(1), 1e-300), *ALPHA_BOUNDS)
+         if ALPHA[law] is None else np.full(len(Y), ALPHA[law]))
+    log_eps = Y.mean(1) + a * f.mean(1)
+    return {"eps_max": np.exp(log_eps), "B_noise": np.exp(log_bn), "alpha": a}
+
+
+def _fit_one(law: str, B: np.ndarray, lr: np.ndarray) -> tuple[dict, list[str]]:
+    """Least squares in log space: profile_fit's global answer, polished by scipy. Returns the
+    parameters and the names of those at a bound of their search range."""
     # imported here: the CLI reads LAWS for its --law choices at start-up, and scipy takes ~0.3 s
     from scipy.optimize import least_squares
 
-    fn, names = LAWS[law]
+    fn = LAWS[law][0]
     y = np.log(lr)
-    lo_bn, hi_bn = np.log(B.min() / BNOISE_SPAN), np.log(B.max() * BNOISE_SPAN)
-    lo = [np.log(lr.min()) - 20, lo_bn] + ([0.05] if law == "power" else [])
-    hi = [np.log(lr.max()) + 20, hi_bn] + ([4.0] if law == "power" else [])
+    lo, hi = _bounds(law, B, lr)
+    start = profile_fit(law, B, y)
+    p0 = np.clip([np.log(start["eps_max"][0]), np.log(start["B_noise"][0])] + [start["alpha"][0]] * (law == "power"),
+                 lo, hi)
 
     def resid(p):
         return np.log(fn(B, np.exp(p[0]), np.exp(p[1]), *p[2:])) - y
 
-    best = None
-    for bn0 in np.geomspace(B.min() / 10, B.max() * 10, 7):
-        p0 = [y.max() + 1.0, np.log(bn0)] + ([1.0] if law == "power" else [])
-        try:
-            r = least_squares(resid, p0, bounds=(lo, hi), method="trf")
-        except ValueError:  # a start outside the bounds or a non-finite residual
-            continue
-        if best is None or r.cost < best.cost:
-            best = r
-    p = best.x
+    p = p0
+    try:
+        r = least_squares(resid, p0, bounds=(lo, hi), method="trf")
+        if np.sum(r.fun ** 2) <= np.sum(resid(p0) ** 2):
+            p = r.x
+    except ValueError:  # a non-finite residual on the way: keep the profile's answer
+        pass
     params = {"eps_max": float(np.exp(p[0])), "B_noise": float(np.exp(p[1]))}
     if law == "power":
         params["alpha"] = float(p[2])
-    at_bound = bool(np.isclose(p[1], lo_bn, atol=1e-3) or np.isclose(p[1], hi_bn, atol=1e-3))
-    return params, at_bound
+    at = [n for n, v, a, b in zip(["eps_max", "B_noise", "alpha"], p, lo, hi) if min(v - a, b - v) <= BOUND_TOL * (b - a)]
+    return params, at
 
 
-def fit_laws(batch_sizes, lrs) -> tuple[pd.DataFrame, list[str]]:
+def law_intervals(law: str, B: np.ndarray, lr: np.ndarray, params: dict) -> dict[str, list[float]]:
+    """Bootstrap intervals of a fitted law's parameters, by resampling its residuals: the fitted
+    curve plus residuals drawn with replacement (scaled by sqrt(n/(n − k)) for the parameters
+    spent), refitted. What the interval says: how far the parameters could move if the optima
+    scattered about the law as these do. Points on the law exactly give a zero-width interval.
+    Each bound is the estimate plus a percentile of the refits' shifts from the profile fit of the
+    data itself, so the polish of the estimate does not push it outside its own interval."""
+    names = LAWS[law][1]
+    y, yhat = np.log(lr), np.log(law_value(law, params, B))
+    n, k = len(B), len(names)
+    res = (y - yhat) * math.sqrt(n / (n - k))
+    Y = yhat + res[bootstrap.generator().integers(0, n, size=(bootstrap.RESAMPLES, n))]
+    base, boot = profile_fit(law, B, y), profile_fit(law, B, Y)
+    out = {}
+    for name in names:
+        log = name != "alpha"
+        shift = (np.log10(boot[name]) - math.log10(base[name][0])) if log else boot[name] - base[name][0]
+        lo, hi = bootstrap.interval(shift)
+        out[name] = ([params[name] * 10 ** lo, params[name] * 10 ** hi] if log else [params[name] + lo, params[name] + hi])
+    return out
+
+
+def _needs(skipped: list[str]) -> str:
+    return "need 4" if skipped == ["power"] else "need 3 (4 for power)"
+
+
+def fit_laws(batch_sizes, lrs, tie: float = TIE_DECADES) -> tuple[pd.DataFrame, list[str]]:
     """Fit every law and rule to (B, optimal LR) points; one row per law, best first.
+
+    Give only bracketed optima (a grid neighbour on each side): an optimum at the grid's edge, or the
+    only LR tried, is a bound, not a measurement. A law is fitted from k + 1 points (k parameters
+    and one to test it), a rule from 2. A law with a parameter at its search bound is not ranked.
+    Laws whose residual standard errors differ by less than `tie` decades (the interpolation
+    error of the optima, optimum.interpolation_error) are tied: they share a rank, the one with
+    fewer parameters listed first.
 
     Columns: law, kind (fit|rule), formula, params (dict), eps_max, B_noise, alpha, n, k,
     rms_log10 (RMS residual in decades), se_log10 (residual standard error, the ranking key),
-    rank (1 = best; NaN when not rankable), note.
+    rank (1 = best; NaN when not ranked), at_bound (parameter names), ci ({name: [lo, hi]}, 90%)
+    with eps_max_lo/hi, B_noise_lo/hi, alpha_lo/hi, note.
     """
     B, lr = np.asarray(batch_sizes, float), np.asarray(lrs, float)
     keep = np.isfinite(B) & np.isfinite(lr) & (B > 0) & (lr > 0)
@@ -108,42 +196,61 @@ def fit_laws(batch_sizes, lrs) -> tuple[pd.DataFrame, list[str]]:
     n = len(B)
     for law, (_, names) in LAWS.items():
         k = len(names)
-        if n < k:
+        if n < k + 1:
             skipped.append(law)
             continue
-        params, at_bound = _fit_one(law, B, lr)
-        note = ("B_noise at the search bound: the data fix only ε_max/B_noise^α, not each"
-                if at_bound else "")
-        rows.append(_row(law, "fit", params, B, lr, k, note))
+        params, at = _fit_one(law, B, lr)
+        note = "; ".join(("B_noise at the search bound: the data fix only ε_max/B_noise^α, not each" if a == "B_noise"
+                          else f"{a} at its bound {params[a]:.3g}") for a in at)
+        rows.append(_row(law, "fit", params, B, lr, k, note + ": not ranked" * bool(note), at,
+                         law_intervals(law, B, lr, params)))
     if skipped:
-        warnings.append(f"{', '.join(skipped)} not fitted: {n} batch size(s) with an optimum inside the "
-                        f"LR grid, need 2 (3 for power)")
-    if n >= 1:
+        warnings.append(f"{', '.join(skipped)} not fitted: {n} batch size(s) with a bracketed optimum, "
+                        f"{_needs(skipped)}" + ("; no rule either (they need 2)" if n < 2 else ""))
+    if n >= 2:
         for law in RULES:
-            rows.append(_row(law, "rule", {"lr0": float(lr[0]), "B0": float(B[0])}, B, lr, 1, ""))
+            rows.append(_row(law, "rule", {"lr0": float(lr[0]), "B0": float(B[0])}, B, lr, 1, "", [], {}))
     df = pd.DataFrame(rows)
-    if df.empty:
-        return df, warnings
-    # Errors equal to 1e-4 decades (0.02%) are a tie, won by the law with fewer parameters:
-    # on exact data the free power law matches the linear one and must not outrank it.
-    df["_key"] = df["se_log10"].round(4)
-    df = df.sort_values(["_key", "k"], na_position="last").drop(columns="_key").reset_index(drop=True)
-    ranked = df["se_log10"].notna()
-    df.loc[ranked, "rank"] = np.arange(1, ranked.sum() + 1)
-    return df, warnings
+    return (_rank(df, tie) if not df.empty else df), warnings
 
 
-def _row(law, kind, params, B, lr, k, note) -> dict:
+def _rank(df: pd.DataFrame, tie: float) -> pd.DataFrame:
+    """Ranked laws first: by residual error, those within `tie` of a better one sharing its rank
+    and listed by their number of parameters; then the unranked ones."""
+    ok = df["se_log10"].notna() & (df["at_bound"].str.len() == 0)
+    ranked = df[ok].sort_values(["se_log10", "k"]).reset_index(drop=True)
+    order, rank, i = [], [], 0
+    while i < len(ranked):
+        lead = ranked.loc[i, "se_log10"]
+        j = i
+        while j < len(ranked) and ranked.loc[j, "se_log10"] - lead < tie:
+            j += 1
+        tied = ranked.iloc[i:j].sort_values(["k", "se_log10"], kind="stable")
+        if len(tied) > 1:
+            for t in tied.index:
+                others = ", ".join(x for x in tied["law"] if x != ranked.loc[t, "law"])
+                ranked.loc[t, "note"] = "; ".join(filter(None, [ranked.loc[t, "note"], (
+                    f"tied with {others} (within {tie:.2g} decades)")]))
+        order += list(tied.index)
+        rank += [i + 1] * len(tied)
+        i = j
+    ranked = ranked.loc[order].assign(rank=[float(r) for r in rank])
+    rest = df[~ok].sort_values(["se_log10", "k"], na_position="last")
+    return pd.concat([ranked, rest], ignore_index=True)
+
+
+def _row(law, kind, params, B, lr, k, note, at_bound, ci) -> dict:
     res = np.log10(lr) - np.log10(law_value(law, params, B))
     n = len(B)
     rss = float(np.sum(res ** 2))
     se = math.sqrt(rss / (n - k)) if n > k else math.nan
-    if n <= k and not note:
-        note = f"{n} points for {k} parameters: exact fit, not ranked"
+    nan = [math.nan, math.nan]
     return {"law": law, "kind": kind, "formula": FORMULAS[law], "params": params,
             "eps_max": params.get("eps_max", math.nan), "B_noise": params.get("B_noise", math.nan),
             "alpha": params.get("alpha", {"linear": 1.0, "sqrt": 0.5}.get(law, math.nan)),
             "n": n, "k": k, "rms_log10": math.sqrt(rss / n), "se_log10": se, "rank": math.nan,
+            "at_bound": ", ".join(at_bound), "ci": ci,
+            **{f"{p}_{end}": ci.get(p, nan)[i] for p in ("eps_max", "B_noise", "alpha") for i, end in ((0, "lo"), (1, "hi"))},
             "note": note, "residuals_log10": [float(r) for r in res]}
 
 

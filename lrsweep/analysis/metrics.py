@@ -38,3 +38,42 @@ def scores(df: pd.DataFrame, metric: str, higher: bool) -> pd.Series:
     v = pd.to_numeric(df[metric], errors="coerce") if metric in df else pd.Series(np.nan, index=df.index)
     ok = (df["status"] == "complete") if "status" in df else True
     return v.where(ok & v.notna(), worst).astype(float)
+
+
+# Metrics that only have a value once a run reached the train-loss (or val-acc) target: a run
+# without one "never reached the target", which says nothing about whether it learned.
+TARGET_METRICS = ("steps_to_target", "examples_to_target", "time_to_target", "loss_drop_after_target")
+
+# Classes of the fixed datasets (synthetic: dataset.synthetic.classes), for the chance accuracy.
+DATASET_CLASSES = {"mnist": 10, "fashion-mnist": 10, "digits": 10, "tiny-imagenet": 200}
+# A run "learned" when its validation accuracy beats guessing by more than this fraction of the
+# chance level (0.12 on 10 classes, 0.3 on 4): a few per cent above chance is within the noise of
+# a small validation set, and a diverging-then-recovering run often sits there.
+CHANCE_MARGIN = 0.2
+
+
+def chance_accuracy(config: dict) -> float:
+    """1 / number of classes of a run's dataset (config.json as a dict); NaN when unknown."""
+    ds = (config or {}).get("dataset") or {}
+    n = (ds.get("synthetic") or {}).get("classes", 4) if ds.get("name") == "synthetic" else DATASET_CLASSES.get(ds.get("name"))
+    return 1.0 / n if n else math.nan
+
+
+def learned(df: pd.DataFrame) -> pd.Series:
+    """Per run: did it learn? Complete, and better than chance (final val accuracy above
+    chance·(1 + CHANCE_MARGIN)) when the accuracy and the chance level are known; otherwise its
+    final train loss below its first step's loss, when both are known; otherwise complete is all.
+
+    The accuracy decides when there is one: the first step's loss of a small batch is one noisy
+    sample, and a loss a little below it can still mean a model that predicts one class.
+    """
+    def col(name):
+        return pd.to_numeric(df[name], errors="coerce") if name in df else pd.Series(np.nan, index=df.index)
+
+    ok = (df["status"] == "complete") if "status" in df else pd.Series(True, index=df.index)
+    acc, chance = col("final_val_acc"), col("chance_acc")
+    loss, first = col("final_train_loss"), col("initial_loss")
+    by_acc = acc.notna() & chance.notna()
+    by_loss = ~by_acc & loss.notna() & first.notna()
+    above = acc > chance * (1 + CHANCE_MARGIN)
+    return ok & (~by_acc | above) & (~by_loss | (loss < first))

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from lrsweep import storage
-from lrsweep.analysis import critical, fits, optimum
+from lrsweep.analysis import critical, crossing, fits, optimum
 from lrsweep.analysis.cells import add_loss_drop, best_lr_table, cell_counts, cell_keys, cell_table, expected_runs
 from lrsweep.analysis.metrics import check_metric
 from lrsweep.analysis.runs import load_runs
@@ -41,12 +41,13 @@ class Group:
     se: dict = field(default_factory=dict)  # target -> per-B S, E points
     stats: pd.DataFrame = field(default_factory=pd.DataFrame)  # per run: oscillation, grad norm
     curves: dict = field(default_factory=dict)  # B -> best run's metrics.csv + smoothed loss
+    tie: float = math.nan  # decades: laws whose residual errors differ by less are tied (fits.fit_laws)
     warnings: list = field(default_factory=list)
 
     @property
     def measured_sizes(self) -> list[float]:
-        """Batch sizes whose optimum is inside the grid: the points the laws were fitted to."""
-        ok = (self.best["edge"] == "") & np.isfinite(self.best["lr_opt"])
+        """Batch sizes whose optimum is bracketed: the points the laws were fitted to."""
+        ok = self.best["bracketed"] & np.isfinite(self.best["lr_opt"])
         return [float(b) for b in self.best.loc[ok, "batch_size"]]
 
     def note(self, text: str) -> str:
@@ -118,8 +119,8 @@ def build_report(paths, metric: str = "final_val_acc", targets: Optional[list[fl
     expected, w = expected_runs(runs.sweep_dirs)
     warnings += w
     targets = list(targets or []) or _configured_targets(runs.df)
-    if any(t <= 0 for t in targets):
-        raise ParameterError("targets", f"expected train-loss values > 0, got {targets}")
+    if any(not 0 < t < math.inf for t in targets):
+        raise ParameterError("targets", f"expected train-loss values > 0 (finite), got {targets}")
     table = pd.DataFrame()
     if curves or metric == "loss_drop_after_target":
         table, w = critical.curve_table(runs.df, targets, after_steps)
@@ -156,21 +157,19 @@ def _matches(df: pd.DataFrame, keys: dict) -> np.ndarray:
 
 def _group(keys, cells, best, runs, curve_table, metric, higher, tol, targets) -> Group:
     g = Group(", ".join(f"{k}={v}" for k, v in keys.items()), keys, cells, best, pd.DataFrame(), pd.DataFrame())
-    rows = []
+    rows, ratios = [], []
     for _, b in best.iterrows():
         c = cells[(cells["batch_size"] == b["batch_size"]) & (cells["n"] > 0)]
-        opt = optimum.find_optimum(c["lr"], c["mean"], higher, log_metric=not higher)
         lo, hi, nflat = optimum.flat_range(c["lr"], c["mean"], higher, tol)
-        rows.append({**opt.as_dict(), "flat_lo": lo, "flat_hi": hi, "flat_n": nflat,
+        rows.append({"flat_lo": lo, "flat_hi": hi, "flat_n": nflat,
                      "flat_decades": math.log10(hi / lo) if lo > 0 else math.nan})
-        if opt.edge:  # the other notes explain a cell; this one asks for more runs
-            g.warnings.append(g.note(f"B={b['batch_size']:g}: {opt.note}"))
-    # lr_grid repeats best_lr; value_opt can overshoot on a cliff (optimum.py): neither is a result
-    best = pd.concat([best.drop(columns=["at_edge"]), pd.DataFrame(rows).drop(columns=["lr_grid", "value_opt"])], axis=1)
-    if (best["batch_size"] % 1 == 0).all():  # row-wise assembly made them floats
-        best["batch_size"] = best["batch_size"].astype(int)
-    fit_pts = best[(best["edge"] == "") & np.isfinite(best["lr_opt"])]
-    g.fits, w = fits.fit_laws(fit_pts["batch_size"], fit_pts["lr_opt"])
+        ratios.append(optimum.grid_ratio(c["lr"].to_numpy(float)))
+        if b["edge"]:  # the other notes explain a cell; this one asks for more runs
+            g.warnings.append(g.note(f"B={b['batch_size']:g}: {b['note']}"))
+    best = pd.concat([best, pd.DataFrame(rows, index=best.index)], axis=1)
+    fit_pts = best[best["bracketed"] & np.isfinite(best["lr_opt"])]
+    g.tie = optimum.interpolation_error(float(np.median(ratios))) if ratios else fits.TIE_DECADES
+    g.fits, w = fits.fit_laws(fit_pts["batch_size"], fit_pts["lr_opt"], tie=g.tie)
     g.warnings += [g.note(x) for x in w]
     for law in fits.RULES:  # how far the measured optimum departs from the anchored rules
         row = g.fits[g.fits["law"] == law] if not g.fits.empty else g.fits
@@ -185,9 +184,8 @@ def _add_curves(g: Group, runs: pd.DataFrame, table: pd.DataFrame, targets: list
     mine = table[table["run_id"].isin(runs["run_id"])]
     crit = []
     for t in targets:
-        pts = critical.se_points(runs, mine, t)
+        pts, res = critical.critical_fit(runs, mine, t)  # with bootstrap intervals
         g.se[t] = pts
-        res = critical.fit_critical(pts, t)
         crit.append(res)
         if res["note"]:
             g.warnings.append(g.note(f"target {t:g}: {res['note']}"))
@@ -208,29 +206,30 @@ def _add_curves(g: Group, runs: pd.DataFrame, table: pd.DataFrame, targets: list
         except (OSError, ValueError) as e:
             g.warnings.append(f"skipped {path}: unreadable metrics.csv ({type(e).__name__})")
             continue
-        m["smoothed"] = critical.smoothed_loss(m, critical.smoothing_of(path))
+        m["smoothed"] = crossing.local_trend(m["step"], m["train_loss"])  # what S is read from
         g.curves[float(b["batch_size"])] = m
 
 
 def predict(report: Report, batch_sizes: list[float], law: Optional[str] = None) -> pd.DataFrame:
     """The optimal LR at each batch size, per group, from the best-ranked (or named) law."""
-    bad = [b for b in batch_sizes if not b > 0]
+    bad = [b for b in batch_sizes if not 0 < b < math.inf]
     if bad:
-        raise ParameterError("batch_sizes", f"expected a number > 0, got {bad[0]:g}")
+        raise ParameterError("batch_sizes", f"expected a number > 0, got {bad[0]:g} (it must be finite)")
     rows = []
     for g in report.groups:
         if g.fits.empty:
-            raise UserError(g.note("no scaling law could be fitted: need 2+ batch sizes whose best LR "
-                                   f"is inside the grid ({len(g.measured_sizes)} now)"))
+            raise UserError(g.note("no scaling law could be fitted: need batch sizes whose best LR is "
+                                   "bracketed by LRs that trained (2 for a rule, 3 for a law; "
+                                   f"{len(g.measured_sizes)} now)"))
         for B in batch_sizes:
             try:
                 p = fits.predict(g.fits, B, g.measured_sizes, law)
             except ValueError as e:
                 raise ParameterError("law", str(e)) from None
-            stable = g.cells.loc[g.cells["complete"] > 0, "lr"].max()
-            if p["lr"] > stable:  # the law knows nothing about divergence
-                p["warning"] = "; ".join(filter(None, [p["warning"], (
-                    f"LR {p['lr']:.3g} is above the largest LR that trained without diverging "
-                    f"({stable:.3g}) at any measured B")]))
+            trained = g.cells.loc[g.cells["n_learned"] > 0, "lr"].max()
+            if not p["lr"] <= trained:  # the law knows nothing about divergence
+                above = (f"above the largest LR at which a run learned ({trained:.3g}) at any measured B"
+                         if np.isfinite(trained) else "and no run learned at any measured B")
+                p["warning"] = "; ".join(filter(None, [p["warning"], f"LR {p['lr']:.3g} is {above}"]))
             rows.append({**g.keys, **p})
     return pd.DataFrame(rows)

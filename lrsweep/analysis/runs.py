@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from lrsweep import storage
+from lrsweep.analysis.metrics import chance_accuracy
 from lrsweep.errors import UserError
 
 # Keys of result.json that are nested or bulky; not DataFrame columns.
@@ -59,7 +60,8 @@ def load_runs(paths: list[str | Path] | str | Path) -> Runs:
 
     Columns of `.df`: sweep, run_id, path, status, error, the axis values (as named in the sweep
     file, unless they are already a column such as `batch_size`, `lr` (effective), `seed`),
-    `nominal_lr`, and every scalar of result.json (final_val_acc, steps_to_target, ...).
+    `nominal_lr`, every scalar of result.json (final_val_acc, steps_to_target, initial_loss, ...)
+    and `chance_acc`, the accuracy of guessing (from config.json's dataset; NaN when unknown).
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -68,17 +70,15 @@ def load_runs(paths: list[str | Path] | str | Path) -> Runs:
     for sweep_dir in sweep_dirs:
         for run_dir in sorted(d for d in sweep_dir.iterdir() if d.is_dir()):
             f = run_dir / storage.RESULT
-            if not f.exists():
-                continue  # unfinished: no result yet
-            try:
-                res = json.loads(f.read_text())
-                if not isinstance(res, dict) or "status" not in res:
-                    raise ValueError("no status field")
-            except (OSError, ValueError) as e:
-                warnings.append(f"skipped {f}: unreadable ({type(e).__name__}: {str(e)[:80]})")
+            res, why = storage.check_result(run_dir)  # the record type's rules (result_check.py)
+            if why:
+                warnings.append(f"skipped {f}: {why}")
                 continue
+            if res is None:
+                continue  # unfinished: no result yet
             row = {"sweep": sweep_dir.name, "run_id": res.get("run_id", run_dir.name), "path": str(run_dir)}
             row.update({k: v for k, v in res.items() if k not in _NESTED})
+            row["chance_acc"] = chance_accuracy(_config(run_dir))
             for name, value in (res.get("axes") or {}).items():
                 axes.append(name) if name not in axes else None
                 row.setdefault(name, hashable(value))
@@ -115,6 +115,15 @@ def _split_experiments(rows: list[dict], axes: list[str]) -> list[str]:
         warnings.append(f"{sweep}: holds {len(kinds)} experiments (runs differ in {', '.join(varying)}); "
                         f"analysed apart, never averaged as seeds ({describe(differences(kinds[0], kinds[1]), 2)})")
     return warnings
+
+
+def _config(run_dir: Path) -> dict:
+    """A run's config.json, or {} when it cannot be read (the chance level is then unknown)."""
+    try:
+        cfg = json.loads((run_dir / storage.CONFIG).read_text())
+    except (OSError, ValueError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
 
 
 def read_table(run_path: str | Path, which: str = "metrics") -> pd.DataFrame:

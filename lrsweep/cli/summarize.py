@@ -8,7 +8,7 @@ import typer
 
 from lrsweep.cli.choices import Format, Law, Metric, TableOrJson
 from lrsweep.cli.root import app, console, guarded, warn
-from lrsweep.cli.tables import print_frame, print_json, with_params_text
+from lrsweep.cli.tables import compact_best, compact_critical, compact_fits, print_frame, print_json, with_params_text
 
 PathsArg = Annotated[list[Path], typer.Argument(help="Sweep folder(s), or a folder of sweeps.")]
 MetricOpt = Annotated[Metric, typer.Option(help="Metric that picks the best LR.")]
@@ -45,16 +45,15 @@ def summarize(paths: PathsArg, metric: MetricOpt = Metric.final_val_acc,
         print_frame(best, fmt_out=format_.value)
         return
     keys = list(report.groups[0].keys)
-    cols = [c for c in best.columns if c in keys] + [
-        "batch_size", "best_lr", "lr_opt", metric.value, "std", "n_seeds", "flat_lo", "flat_hi", "edge", "n_diverged", "n_failed"]
-    print_frame(best[cols], title=f"best LR per batch size by {metric} (lr_opt: interpolated; flat: within {report.tolerance:g} of best)")
+    print_frame(compact_best(best, metric.value), notes="note",
+                title=f"best LR per batch size by {metric} (optimum: interpolated; flat ranges in report.md)")
     fits = report.table("fits")
     if not fits.empty:
-        print_frame(with_params_text(fits)[[c for c in fits.columns if c in keys] + ["rank", "law", "params", "rms_log10", "se_log10"]],
-                    title="optimal LR vs batch size: fitted laws (errors in decades of LR)")
+        print_frame(compact_fits(fits, keys), notes="note",
+                    title="optimal LR vs batch size: fitted laws (se: residual std, decades of LR)")
     crit = report.table("critical")
     if not crit.empty:
-        print_frame(crit.drop(columns=["note"]), title="critical batch size per train-loss target")
+        print_frame(compact_critical(crit, keys), title="critical batch size per train-loss target")
     console.print(f"wrote {out_dir / 'report.md'} and {len(written) - 1} more files")
 
 

@@ -40,8 +40,7 @@ def fits_record(report: Report) -> dict:
 
 def write_report(report: Report, out_dir: str | Path, with_plots: bool = True) -> list[Path]:
     """Write the report folder; returns the files written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = storage.check_writable(Path(out_dir), create=True)
     written = []
     for name, df in (("best_lr.csv", report.table("best")), ("cells.csv", report.table("cells"))):
         storage.atomic_write(out / name, df.to_csv(index=False))
@@ -57,7 +56,11 @@ def write_report(report: Report, out_dir: str | Path, with_plots: bool = True) -
             suffix = f"-{i + 1}" if len(report.groups) > 1 else ""
             images[i] = {}
             for name, ax in figures.draw(report, g).items():
-                f = save(ax, out / f"{name}{suffix}.png")
+                path = out / f"{name}{suffix}.png"
+                try:
+                    f = save(ax, path)
+                except OSError as e:
+                    raise storage.storage_error(path, e) from e
                 images[i][name] = f.name
                 written.append(f)
     storage.atomic_write(out / "report.md", report_md.render(report, images))

@@ -28,6 +28,16 @@ def table(df: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join([head, sep, *body])
 
 
-def params(values: dict, digits: int = 3) -> str:
-    """A fitted law's parameters on one line: `eps_max=0.01, B_noise=64`."""
-    return ", ".join(f"{k}={cell(v, digits)}" for k, v in values.items())
+def params(values: dict, digits: int = 3, ci: dict | None = None) -> str:
+    """A fitted law's parameters on one line: `eps_max=0.01, B_noise=64`; with `ci` ({name:
+    [lo, hi]}) each followed by its interval: `B_noise=64 [52–79]`."""
+    return ", ".join(f"{k}={with_ci(v, *((ci or {}).get(k) or (None, None)), digits)}" for k, v in values.items())
+
+
+def with_ci(value, lo, hi, digits: int = 3) -> str:
+    """An estimate followed by its interval, `40 [37–43]`; the estimate alone without one."""
+    try:
+        have = bool(np.isfinite(np.array([lo, hi], float)).all())
+    except (TypeError, ValueError):  # None (a JSON null)
+        have = False
+    return f"{cell(value, digits)} [{cell(lo, digits)}–{cell(hi, digits)}]" if have else cell(value, digits)

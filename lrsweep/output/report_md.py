@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lrsweep.analysis import bootstrap, critical
 from lrsweep.analysis.report import Group, Report
 from lrsweep.output import markdown
 
@@ -39,31 +40,47 @@ def render(report: Report, images: dict[int, dict[str, str]]) -> str:
 def _group(r: Report, g: Group, img: dict[str, str]) -> list[str]:
     L = [f"## {g.label}", ""] if g.label else []
     L += ["### Best LR per batch size", "", markdown.table(_best_table(r, g.best)), "",
-          "*optimum*: parabola in log LR through the best grid LR and its neighbours. "
+          "*optimum*: parabola in log LR through the best grid LR and its neighbours; it stays "
+          "between them. It is *bracketed* when the best grid LR has a neighbour on each side, and "
+          "only bracketed optima are fitted; next to a neighbour that did not learn (diverged, "
+          "failed, or stayed at chance) the grid best is kept, not interpolated across the cliff, "
+          "and the note says it is unreliable. *90% CI*: bootstrap over seeds (from 2 seeds; "
+          f"{bootstrap.RESAMPLES} resamples): where the optimum would fall if the sweep were rerun with "
+          "other seeds. ± is the std over seeds (from 2 seeds). "
           "*linear/sqrt rule*: the LR those rules give when anchored at the smallest batch size "
           "with a bracketed optimum; compare with the measured optimum.", ""]
     L += _img(img, "heatmap") + _img(img, "metric_vs_lr")
     L += ["### Scaling-law fits (optimal LR vs batch size)", ""]
     if g.fits.empty:
-        L += ["No fit: fewer than 2 batch sizes have an optimum inside the LR grid.", ""]
+        L += [f"No fit: {len(g.measured_sizes)} batch size(s) with a bracketed optimum; a rule needs 2, "
+              "a law 3 (4 for power).", ""]
     else:
         f = g.fits
         L += [markdown.table(pd.DataFrame({
                   "rank": f["rank"], "law": f["law"], "formula": f["formula"],
-                  "parameters": [markdown.params(p) for p in f["params"]], "rms error (decades)": f["rms_log10"],
-                  "residual std (decades)": f["se_log10"], "note": f["note"]})), "",
-              "Residuals are in log10(LR) (0.1 decade ≈ 26%). Ranked by residual standard error "
-              "sqrt(RSS/(n − k)), which charges each law for its k parameters.", ""]
+                  "parameters [90% CI]": [markdown.params(p, ci=c) for p, c in zip(f["params"], f["ci"])],
+                  "rms error (decades)": f["rms_log10"], "residual std (decades)": f["se_log10"], "note": f["note"]})), "",
+              f"Fitted to the {len(g.measured_sizes)} bracketed optima. Residuals are in log10(LR) (0.1 decade ≈ 26%). "
+              "Ranked by residual standard error sqrt(RSS/(n − k)), which charges each law for its k "
+              f"parameters; errors within {g.tie:.2g} decades (the interpolation error of an optimum on this "
+              "grid) are a tie: tied laws share a rank, the one with fewer parameters first. A law with a "
+              "parameter at its search bound is not ranked. [90% CI]: residual bootstrap "
+              f"({bootstrap.RESAMPLES} refits to the fitted curve plus resampled residuals): how far a "
+              "parameter could move if the optima scattered about the law as these do.", ""]
     L += _img(img, "optimal_lr")
     if not g.critical.empty:
         c = g.critical
         L += ["### Critical batch size", "",
-              markdown.table(pd.DataFrame({"train-loss target": c["target"], "batch sizes": c["n"],
-                                           "B_noise ≈ B_crit": c["B_noise"], "S_min (steps)": c["S_min"],
-                                           "E_min (examples)": c["E_min"], "R²": c["r2"], "note": c["note"]})), "",
-              "S and E: steps and examples to first reach the target on the smoothed train loss, "
-              "at the LR that gets there fastest for each batch size; fitted as "
-              "1/S = −B_noise/E + 1/S_min.", ""]
+              markdown.table(pd.DataFrame({"train-loss target": c["target"], "batch sizes": c["n"], **{
+                  f"{name} [{bootstrap.LEVEL:.0%} CI]": [markdown.with_ci(*v) for v in zip(c[k], c[f"{k}_lo"], c[f"{k}_hi"])]
+                  for k, name in (("B_noise", "B_noise ≈ B_crit"), ("S_min", "S_min (steps)"), ("E_min", "E_min (examples)"))},
+                  "R²": c["r2"], "note": c["note"]})), "",
+              "S and E: steps and examples at which the train loss first reaches the target, read without "
+              "lag from a two-sided local fit of the logged loss (not the trainer's causal EMA, which lags "
+              "by several steps), at the LR that gets there fastest for each batch size; fitted as "
+              f"1/S = −B_noise/E + 1/S_min. [CI]: bootstrap ({critical.N_BOOT} replicates) over each run's loss noise "
+              "(its residuals about the fit, resampled) and over seeds, the fastest LR and the line "
+              "chosen again each time; it does not cover a loss curve the fit cannot follow.", ""]
         L += _img(img, "critical_batch")
     for name in ("loss_vs_step", "loss_vs_examples", "oscillation", "grad_norm"):
         L += _img(img, name)
@@ -77,14 +94,18 @@ def _group(r: Report, g: Group, img: dict[str, str]) -> list[str]:
 
 
 def _best_table(r: Report, b: pd.DataFrame) -> pd.DataFrame:
-    """The best-LR table as people read it: mean ± std (n) in one column, the flat range as a span."""
+    """The best-LR table as people read it: mean ± std (n) in one column (± only from 2 seeds),
+    the optimum's interval over seeds and the flat range as spans."""
     return pd.DataFrame({
         "B": b["batch_size"], "best LR (grid)": b["best_lr"], "optimum (interp.)": b["lr_opt"],
-        r.metric: [f"{m:.4g} ± {s:.2g} (n={k})" if np.isfinite(m) else markdown.MISSING
-                   for m, s, k in zip(b[r.metric], b["std"], b["n_seeds"])],
+        **({"90% CI": [f"{lo:.3g} – {hi:.3g}" if np.isfinite(lo) else "" for lo, hi in zip(b["lr_opt_lo"], b["lr_opt_hi"])]}
+           if b["lr_opt_lo"].notna().any() else {}),
+        r.metric: [markdown.MISSING if not np.isfinite(m) else f"{m:.4g} ± {s:.2g} (n={k})" if k >= 2 and np.isfinite(s)
+                   else f"{m:.4g} (n={k})" for m, s, k in zip(b[r.metric], b["std"], b["n_seeds"])],
         f"within {r.tolerance:g} of best": [f"{lo:.3g} – {hi:.3g}" if np.isfinite(lo) else markdown.MISSING
                                             for lo, hi in zip(b["flat_lo"], b["flat_hi"])],
-        "linear rule": b["linear_rule"], "sqrt rule": b["sqrt_rule"],
+        # no rule without 2 bracketed optima: then no column of — (the fits section says why)
+        **({"linear rule": b["linear_rule"], "sqrt rule": b["sqrt_rule"]} if b["linear_rule"].notna().any() else {}),
         "note": b["note"].where(b["note"] != "", ""),
     })
 

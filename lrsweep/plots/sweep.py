@@ -130,17 +130,17 @@ def heatmap(cells: pd.DataFrame, metric: str, higher: bool, best: Optional[pd.Da
 
 def optimal_lr(points: pd.DataFrame, curves: dict[str, tuple[np.ndarray, np.ndarray]],
                ax: Optional[Axes] = None) -> Axes:
-    """Optimal LR vs batch size, log-log. points: batch_size, lr_opt, edge ('' or low/high);
+    """Optimal LR vs batch size, log-log. points: batch_size, lr_opt, bracketed (else edge: '' or low/high);
     curves: label -> (B, LR) arrays of each fitted law, best first (drawn solid, the rest dashed)."""
     ax = ax or new_axes()
     for i, (label, (B, lr)) in enumerate(curves.items()):
         ax.plot(B, lr, "-" if i == 0 else "--", linewidth=2 if i == 0 else 1, label=label, zorder=2)
-    ok = points[points["edge"] == ""]
-    edge = points[points["edge"] != ""]
+    fitted = points["bracketed"].astype(bool) if "bracketed" in points else points["edge"] == ""
+    ok, edge = points[fitted], points[~fitted]
     ax.plot(ok["batch_size"], ok["lr_opt"], "o", color="black", label="measured optimum", zorder=3)
     if len(edge):
         ax.plot(edge["batch_size"], edge["lr_opt"], "^", mfc="none", color="red", zorder=3,
-                label="best at grid edge (not fitted)")
+                label="not bracketed: grid edge or next to an LR that did not train (not fitted)")
     _log(ax, "xy", base_x=2)
     ax.set_xlabel("batch size B (examples, log scale)")
     ax.set_ylabel("optimal learning rate (log scale)")
@@ -230,15 +230,20 @@ def grad_norm(stats: pd.DataFrame, ax: Optional[Axes] = None) -> Axes:
 def critical_batch(points: dict[float, pd.DataFrame], fits: dict[float, dict],
                    hyperbolas: dict[float, tuple[np.ndarray, np.ndarray]], ax: Optional[Axes] = None) -> Axes:
     """Steps S vs examples E to reach each train-loss target (one colour per target), with the
-    fitted hyperbola (S/S_min − 1)(E/E_min − 1) = 1. points: target -> batch_size, S, E."""
+    fitted hyperbola (S/S_min − 1)(E/E_min − 1) = 1. points: target -> batch_size, S, E (and
+    S_lo, S_hi: error bars); fits: target -> B_noise (B_noise_lo, B_noise_hi: in the legend), ..."""
     ax = ax or new_axes()
     cmap = colormaps["tab10"]
     for i, (t, p) in enumerate(sorted(points.items(), reverse=True)):
         c = cmap(i % 10)
         f = fits.get(t, {})
-        bn = f.get("B_noise", math.nan)
-        label = f"loss ≤ {t:g}" + (f": B_noise ≈ {bn:.3g}" if np.isfinite(bn) else "")
+        bn, lo, hi = (f.get(k, math.nan) for k in ("B_noise", "B_noise_lo", "B_noise_hi"))
+        span = f" [{lo:.3g}–{hi:.3g}]" if np.isfinite([lo, hi]).all() else ""
+        label = f"loss ≤ {t:g}" + (f": B_noise ≈ {bn:.3g}{span}" if np.isfinite(bn) else "")
         ax.plot(p["E"], p["S"], "o", color=c, label=label)
+        if {"S_lo", "S_hi"} <= set(p.columns) and np.isfinite(p[["S_lo", "S_hi"]].to_numpy(float)).any():
+            err = np.clip([p["S"] - p["S_lo"], p["S_hi"] - p["S"]], 0, None)  # 90% interval of each S
+            ax.errorbar(p["E"], p["S"], yerr=np.nan_to_num(err), fmt="none", ecolor=c, elinewidth=1)
         for _, r in p.iterrows():
             ax.annotate(f"{r['batch_size']:g}", (r["E"], r["S"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
         if t in hyperbolas:
