@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from lrsweep.config import DatasetConfig
+from lrsweep.datasets_check import check_files, input_shape
 from lrsweep.errors import ConfigError
 
 HOLDOUT_SEED = 0
@@ -69,6 +70,7 @@ def load_data(cfg: DatasetConfig, device="cpu") -> Data:
         _CACHE.move_to_end(key)
         return _CACHE[key]
     check_available(cfg)
+    check_files(cfg)  # a damaged file stops the sweep naming it (a ConfigError), never fails a run
     loader = {"mnist": _mnist, "fashion-mnist": _mnist, "tiny-imagenet": _tiny_imagenet,
               "digits": _digits, "synthetic": _synthetic}[cfg.name]
     train_x, train_y, val_x, val_y, num_classes = loader(cfg)
@@ -112,10 +114,12 @@ def _mnist(cfg):
     root = Path(cfg.root).expanduser()
     try:
         train, test = (cls(str(root), train=t, download=cfg.download) for t in (True, False))
-    except (RuntimeError, OSError) as e:
-        if not cfg.download:
-            raise
+    except (RuntimeError, OSError, ValueError) as e:
+        if not cfg.download:  # the files passed check_files: changed since, or unreadable
+            raise ConfigError("dataset.root", f"cannot read the {label} files under {root / folder / 'raw'}: "
+                                              f"{type(e).__name__}: {str(e)[:200]}") from None
         raise _download_failed(label, e, f"put {', '.join(MNIST_FILES)} in {root / folder / 'raw'}") from None
+    check_files(cfg)  # what a download wrote
     return train.data.unsqueeze(1), train.targets, test.data.unsqueeze(1), test.targets, 10
 
 
@@ -131,8 +135,7 @@ def _digits(cfg):
 
 def _synthetic(cfg):
     s = cfg.synthetic
-    if len(s.shape) != 3 or min(s.shape) < 1:
-        raise ConfigError("dataset.synthetic.shape", f"expected [C, H, W] with positive sizes, got {s.shape}")
+    input_shape(cfg)  # checks it
     means = torch.randn(s.classes, *s.shape, generator=torch.Generator().manual_seed(0))
 
     def sample(n, seed):

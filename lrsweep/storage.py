@@ -11,18 +11,20 @@ rebuilt from the result.json files, so each run appears in it exactly once whate
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable, Optional
+from typing import IO, Any, Callable, Iterable, Optional
 
 import pandas as pd
 import yaml
 
-from lrsweep.errors import LockedError
+from lrsweep.errors import LockedError, StorageError, quote, shorten
+from lrsweep.result_check import validate_result  # noqa: F401 (storage.validate_result)
 from lrsweep.results import RunRecord
 
 RESULT, CONFIG, METRICS, EVALS = "result.json", "config.json", "metrics.csv", "evals.csv"
@@ -30,20 +32,130 @@ INDEX, SWEEP_FILE, LOCK = "runs.csv", "sweep.yaml", ".lock"
 CHECKPOINT = "checkpoint.pt"  # written by the sequential engine; removed once the run's result is written
 
 
-def atomic_replace(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
-    """write(f) to a temp file, fsync, rename: a reader sees the old or the new file, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _umask() -> int:
+    """The process's umask (Linux reads it without changing it; elsewhere set and restored)."""
     try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_REASONS = {errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on the device (the disk is full)",
+            errno.EDQUOT: "disk quota exceeded", errno.ENAMETOOLONG: "a file name is too long for the file system",
+            errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a name too long to look up
+        return False
+
+
+def _file_in_the_way(path: Path) -> Optional[Path]:
+    """The first of `path` and its parents that exists and is not a folder."""
+    for p in reversed([path, *path.parents]):
+        try:
+            if p.exists() and not p.is_dir():
+                return p
+        except OSError:
+            return None
+    return None
+
+
+def storage_error(path: Path, e: OSError) -> StorageError:
+    """One line for an OSError met writing `path`, naming it and the cause."""
+    if isinstance(e, StorageError):
+        return e
+    if e.errno == errno.EISDIR:
+        return StorageError(f"cannot write {path}: it is a folder (lrsweep writes a file there): move it away")
+    blocker = _file_in_the_way(Path(path)) if e.errno in (errno.EEXIST, errno.ENOTDIR) else None
+    if blocker is not None:
+        return StorageError(f"cannot write {path}: {blocker} is a file, not a folder: move it away")
+    return StorageError(f"cannot write {path}: {_REASONS.get(e.errno) or e.strerror or e}")
+
+
+def atomic_replace(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
+    """write(f) to a temp file, fsync, rename: a reader sees the old or the new file, whole. The
+    file gets the permissions the umask gives (mkstemp's are 0600). OS errors -> StorageError."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise storage_error(path, e) from e
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        try:
             os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise storage_error(path, e) from e
         raise
+
+
+def check_writable(folder: str | Path, create: bool = False) -> Path:
+    """Raise StorageError unless lrsweep can write into `folder`: it is a folder or can be made
+    one, on a writable file system, with names the file system takes. `create`: make it and
+    write a probe file (the sure test); else only look (for `plan`, which writes nothing)."""
+    folder = Path(folder)
+    if "\0" in str(folder):
+        raise StorageError(f"{quote(str(folder))}: a path cannot contain a NUL byte")
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".lrsweep-probe.", suffix=".tmp")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise storage_error(folder, e) from e
+        return folder
+    blocker = _file_in_the_way(folder)
+    if blocker is not None:
+        raise StorageError(f"cannot write {folder}: {blocker} is a file, not a folder: move it away")
+    existing = next((p for p in [folder, *folder.parents] if _exists(p)), Path("."))
+    missing = folder.relative_to(existing).parts if existing != folder else ()
+    try:
+        longest = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = 255
+    too_long = [n for n in missing if len(os.fsencode(n)) > longest]
+    if too_long:
+        raise StorageError(f"cannot write {folder}: a file name is too long for the file system "
+                           f"({len(os.fsencode(too_long[0]))} bytes; at most {longest})")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+        raise StorageError(f"cannot write {folder}: {existing} is on a read-only file system" if read_only
+                           else f"cannot write {folder}: permission denied in {existing}")
+    return folder
+
+
+def check_sweep_folder(sweep_dir: Path, run_folders: Iterable[str] = ()) -> None:
+    """Before training: StorageError where a finished run could not be saved, so that nothing is
+    trained only to be lost: a folder where the sweep's or a run's file belongs, a file where a
+    run's folder belongs."""
+    for name in (LOCK, INDEX, SWEEP_FILE):
+        if (sweep_dir / name).is_dir():
+            raise storage_error(sweep_dir / name, OSError(errno.EISDIR, "is a folder"))
+    for folder in run_folders:
+        run_dir = sweep_dir / folder
+        if run_dir.exists() and not run_dir.is_dir():
+            raise StorageError(f"{run_dir} is a file where the run's folder belongs: move it away "
+                               "(the run is trained again)")
+        for name in (CONFIG, METRICS, EVALS, RESULT, CHECKPOINT):
+            if (run_dir / name).is_dir():
+                raise storage_error(run_dir / name, OSError(errno.EISDIR, "is a folder"))
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -52,9 +164,12 @@ def atomic_write(path: Path, text: str) -> None:
 
 def remove_stale_temp(sweep_dir: Path) -> int:
     """Temp files left by a process killed mid-write (call with the sweep lock held)."""
-    stale = list(sweep_dir.glob(".*.tmp")) + list(sweep_dir.glob("*/.*.tmp"))
+    stale = [f for f in list(sweep_dir.glob(".*.tmp")) + list(sweep_dir.glob("*/.*.tmp")) if not f.is_dir()]
     for f in stale:
-        f.unlink(missing_ok=True)
+        try:
+            f.unlink(missing_ok=True)
+        except OSError:
+            pass  # e.g. a read-only folder: a stale temp file harms nothing
     return len(stale)
 
 
@@ -77,13 +192,31 @@ def write_csv(path: Path, columns: dict[str, list]) -> None:
     atomic_write(path, pd.DataFrame(columns).to_csv(index=False))
 
 
-def read_result(run_dir: Path) -> Optional[dict]:
-    """The run's result, or None if it is unfinished or its result file is unreadable."""
+def check_result(run_dir: Path) -> tuple[Optional[dict], Optional[str]]:
+    """(the run's result, None), or (None, why not): None, None when it has no result.json."""
+    f = run_dir / RESULT
     try:
-        data = json.loads((run_dir / RESULT).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and "status" in data else None
+        if not f.exists() or f.is_dir():  # a folder in its place: check_sweep_folder says so
+            return None, None
+        data = json.loads(f.read_text())
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+        return None, f"unreadable ({type(e).__name__}: {shorten(str(e))})"
+    why = validate_result(data)
+    return (None, why) if why else (data, None)
+
+
+def read_result(run_dir: Path) -> Optional[dict]:
+    """The run's result, or None if it is unfinished or its result file is unreadable or not a
+    run record (validate_result): then the run is unfinished, and redone."""
+    return check_result(run_dir)[0]
+
+
+def invalid_results(sweep_dir: Path) -> list[tuple[Path, str]]:
+    """(result.json, why) for every run folder whose result.json is unreadable or invalid."""
+    if not sweep_dir.is_dir():
+        return []
+    found = [(p / RESULT, check_result(p)[1]) for p in sorted(sweep_dir.iterdir()) if p.is_dir()]
+    return [(f, why) for f, why in found if why]
 
 
 def finished_ids(sweep_dir: Path) -> set[str]:
@@ -106,7 +239,10 @@ def write_run(sweep_dir: Path, run_id: str, config: dict, metrics: dict, evals: 
     write_csv(run_dir / METRICS, metrics)
     write_csv(run_dir / EVALS, evals)
     write_json(run_dir / RESULT, result)  # last: its presence marks the run finished
-    (run_dir / CHECKPOINT).unlink(missing_ok=True)  # a finished run is never resumed
+    try:
+        (run_dir / CHECKPOINT).unlink(missing_ok=True)  # a finished run is never resumed
+    except OSError as e:
+        raise storage_error(run_dir / CHECKPOINT, e) from e
     return run_dir
 
 
@@ -182,8 +318,11 @@ class SweepLock:
         self.fd: Optional[int] = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise storage_error(self.path, e) from e
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

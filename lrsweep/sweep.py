@@ -25,19 +25,21 @@ files are written); SweepFinished. This module never prints.
 from __future__ import annotations
 
 import dataclasses
+import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
-from lrsweep import storage
+from lrsweep import datasets_check, storage
 from lrsweep.config.experiment import describe, sweep_differences
 from lrsweep.config.grid import RunSpec, Sweep, run_id as current_id
 from lrsweep.datasets import check_available
-from lrsweep.errors import ExperimentMismatch, ParameterError
+from lrsweep.errors import ExperimentMismatch, LrsweepWarning, ParameterError, StorageError
 from lrsweep.events import Callback, Event, RunFinished, RunStarted, SweepFinished, SweepStarted, ignore
 from lrsweep.execution import Executor, InlineExecutor
 from lrsweep.results import RunStatus
-from lrsweep.training.setup import resolve_device
+from lrsweep.training.setup import budget, resolve_device
 from lrsweep.training.units import plan_units
 
 
@@ -60,14 +62,38 @@ def pending_runs(sweep: Sweep, sweep_dir: Path) -> list[RunSpec]:
 
 
 def preflight(sweep: Sweep) -> None:
-    """Fail before training anything if a dataset is missing or a budget cannot work."""
-    seen = set()
+    """Fail before training anything (ConfigError, naming the field or file) if a dataset is
+    missing or damaged, a batch size exceeds the examples of an epoch, a model cannot take the
+    dataset's inputs, or a device is not there. Reads headers only; `plan` runs it too."""
+    counts: dict[str, Optional[tuple[int, int]]] = {}
+    models: set[str] = set()
     for spec in sweep.runs:
-        key = spec.config.dataset.model_dump_json()
-        if key not in seen:
-            seen.add(key)
-            check_available(spec.config.dataset)
-        resolve_device(spec.config.train.device)
+        cfg = spec.config
+        key = cfg.dataset.model_dump_json()
+        if key not in counts:
+            check_available(cfg.dataset)
+            counts[key] = datasets_check.check_files(cfg.dataset)
+        if counts[key] is not None:
+            budget(cfg, datasets_check.train_examples(cfg.dataset, counts[key]))
+        model_key = cfg.model.model_dump_json() + key
+        if model_key not in models:
+            models.add(model_key)
+            _check_model(cfg)
+        resolve_device(cfg.train.device)
+
+
+def _check_model(cfg) -> None:
+    """Build a built-in model on the meta device (no memory, no compute): its ConfigError (e.g.
+    inputs too small for cnn5's poolings) now. The user's own models are checked when built."""
+    import torch
+
+    from lrsweep.models import BUILTIN, build_model
+
+    shape = datasets_check.input_shape(cfg.dataset)
+    if cfg.model.name not in BUILTIN:
+        return
+    with torch.device("meta"):
+        build_model(cfg.model, shape, datasets_check.num_classes(cfg.dataset) or 2)
 
 
 def _statuses(retry: Iterable[str]) -> tuple[str, ...]:
@@ -146,12 +172,17 @@ def run_sweep(sweep: Sweep, out_root: str | Path = "runs", callback: Optional[Ca
     executor = executor or InlineExecutor()
     sweep_dir = sweep_dir_for(sweep, out_root)
     preflight(sweep)
+    storage.check_writable(sweep_dir, create=True)  # a read-only or full disk: said now, not after training
     with storage.SweepLock(sweep_dir):
         storage.remove_stale_temp(sweep_dir)
+        storage.check_sweep_folder(sweep_dir)
         claim_folder(sweep_dir, sweep.raw, add_experiment)
+        for path, why in storage.invalid_results(sweep_dir):
+            warnings.warn(LrsweepWarning(f"{path}: {why}; the run counts as unfinished and is trained again"))
         rows = storage.read_index_rows(sweep_dir)
         folders = finished_folders(sweep_dir, rows, {r.run_id for r in sweep.runs})
         todo = [r for r in sweep.runs if r.run_id not in folders or rows[folders[r.run_id]]["status"] in retry]
+        storage.check_sweep_folder(sweep_dir, [folders.get(r.run_id, r.run_id) for r in todo])
         on_event(SweepStarted(total=len(sweep.runs), done=len(sweep.runs) - len(todo), pending=len(todo),
                               executor=executor.describe()))
         specs = {r.run_id: r for r in todo}  # less those saved
@@ -166,7 +197,11 @@ def run_sweep(sweep: Sweep, out_root: str | Path = "runs", callback: Optional[Ca
                 spec = specs.pop(record.run_id, None)
                 if spec is None:
                     continue  # a retried task that finished twice: keep the first
-                storage.save_run(sweep_dir, record, folders.get(record.run_id))  # a retried run keeps its folder
+                try:
+                    storage.save_run(sweep_dir, record, folders.get(record.run_id))  # a retried run keeps its folder
+                except StorageError as e:  # e.g. the disk is full: every run saved before is whole
+                    raise StorageError(f"{e}; the runs saved before are intact: fix it and run the same "
+                                       "command again to continue") from e
                 result = record.result.to_dict()
                 counts[result["status"]] = counts.get(result["status"], 0) + 1
                 rows[folders.get(record.run_id, record.run_id)] = storage.index_row(result)
@@ -174,10 +209,15 @@ def run_sweep(sweep: Sweep, out_root: str | Path = "runs", callback: Optional[Ca
                 on_event(RunFinished(record.run_id, spec.axes, result,
                                      worker=numbering.worker.get(record.run_id, 0)))
         finally:
+            failing = sys.exc_info()[0] is not None
             executor.close()
             if sweep_dir.is_dir():
                 storage.remove_stale_temp(sweep_dir)  # workers are gone: their temp files are stale
-                storage.rebuild_index(sweep_dir)
+                try:
+                    storage.rebuild_index(sweep_dir)
+                except StorageError:
+                    if not failing:
+                        raise  # else the error on its way out says more (a full disk, most likely)
         on_event(SweepFinished(counts=counts))
     failed = sum(rows[folders.get(r.run_id, r.run_id)]["status"] == RunStatus.FAILED.value
                  for r in sweep.runs if folders.get(r.run_id, r.run_id) in rows)

@@ -32,9 +32,11 @@ def range_test(config: Annotated[Path, typer.Argument(help="Sweep YAML file: its
     """LR range test: ramp the LR, record the loss, suggest LRs (one curve per batch size)."""
     from rich.progress import Progress
 
-    from lrsweep.rangetest import emit_sweep as write_sweep, load_base, run_range_test, save
+    from lrsweep.rangetest import check_outputs, emit_sweep as write_sweep, load_base, run_range_test, save
 
     base, sizes, raw, ignored = load_base(config, set_ or [])
+    out = out or Path("runs") / base.name / "range_test"
+    check_outputs(out, emit_sweep)  # before training: a read-only disk is said now, not after the test
     progress = Progress(console=err_console, transient=True, disable=not err_console.is_terminal)
     tasks: dict = {}
 
@@ -49,7 +51,7 @@ def range_test(config: Annotated[Path, typer.Argument(help="Sweep YAML file: its
         test = run_range_test(base, batch_size or sizes, min_lr=min_lr, max_lr=max_lr, steps=steps, epochs=epochs,
                               mode=mode.value, val=val, smooth=smooth, diverge=diverge, suggest_name=suggest.value,
                               on_event=on_event)
-    paths = save(test, out or Path("runs") / base.name / "range_test")
+    paths = save(test, out)
     if emit_sweep:
         write_sweep(raw, test, emit_sweep)
     if format_ == TableOrJson.json:

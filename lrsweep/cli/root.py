@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import re
+import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -17,12 +20,13 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from lrsweep.errors import ParameterError, UserError
+from lrsweep.errors import LrsweepWarning, ParameterError, UserError, shorten
 
 # Logs and CI are not terminals: rich would wrap at 80 columns; give tables room instead.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 STATE = {"debug": False}
+SHOWN_LIMIT = 2000  # characters of one error or warning line (library messages are far shorter)
 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key=value (YAML value). Repeatable.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Put the sweep folder under this directory.")]
@@ -32,11 +36,54 @@ _NOT_ONE_OF = re.compile(r"(?P<value>'[^']*'|\"[^\"]*\") is not one of (?P<choic
 
 
 def error(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[red]error:[/red] {escape(shorten(message, SHOWN_LIMIT))}", highlight=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/yellow] {escape(shorten(message, SHOWN_LIMIT))}", highlight=False,
+                      soft_wrap=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """The library's warnings (errors.LrsweepWarning) as one `warning:` line; others as Python shows them."""
+    if issubclass(category, LrsweepWarning):
+        warn(str(message))
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
+class _Interrupts:
+    """SIGINT while a command runs: the first is a KeyboardInterrupt (the command stops, saving
+    what is finished); the next ones are only counted, so that the clean-up after the first
+    (workers joined, the index rewritten) finishes, and ignored once it has, so that the
+    interpreter's exit (multiprocessing's atexit joins) shows no traceback. The FORCE-th during
+    the clean-up leaves at once (exit 130; files are written atomically, so even that leaves
+    every finished run whole)."""
+    FORCE = 5
+
+    def __init__(self):
+        self.count, self.previous = 0, None
+
+    def __call__(self, signum, frame):
+        self.count += 1
+        if self.count == 1:
+            raise KeyboardInterrupt
+        if self.count >= self.FORCE:
+            os._exit(130)
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self)
+        except ValueError:  # not the main thread (an embedding application): leave SIGINT alone
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is None:
+            return
+        # After a Ctrl-C the command is cleaned up and the process is ending: ignore SIGINT for
+        # good (a Python handler would be reset to the default one while the interpreter exits).
+        signal.signal(signal.SIGINT, signal.SIG_IGN if self.count else self.previous)
 
 
 class _Commands(TyperGroup):
@@ -85,8 +132,11 @@ def guarded(fn: Optional[Callable] = None, /, **renamed: str) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        shown = warnings.showwarning
+        warnings.showwarning = _show_warning
         try:
-            return fn(*args, **kwargs)
+            with _Interrupts():
+                return fn(*args, **kwargs)
         except UserError as e:
             if STATE["debug"]:
                 raise
@@ -94,7 +144,15 @@ def guarded(fn: Optional[Callable] = None, /, **renamed: str) -> Callable:
                 e = e.with_flags({e.param: flag(e.param), **flags})
             error(str(e))
             raise typer.Exit(2)
+        except OSError as e:  # the file system said no where no check expected it: still one line
+            if STATE["debug"]:
+                raise
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            error(f"{where}{e.strerror or e}")
+            raise typer.Exit(2)
         except KeyboardInterrupt:
             err_console.print("interrupted: finished runs are saved; run the same command again to continue")
             raise typer.Exit(130)
+        finally:
+            warnings.showwarning = shown
     return wrapper

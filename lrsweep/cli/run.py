@@ -8,31 +8,43 @@ import pandas as pd
 import typer
 
 from lrsweep.cli.choices import Engine, Executor, ResultMetric
-from lrsweep.cli.root import OutOpt, SetOpt, app, console, err_console, guarded
+from lrsweep.cli.root import OutOpt, SetOpt, app, console, err_console, guarded, warn
 from lrsweep.cli.tables import compact_best, print_frame
+from lrsweep.config.grid import MAX_RUNS
+from lrsweep.errors import StorageError
 
 ConfigArg = Annotated[Path, typer.Argument(help="Sweep YAML file.")]
 NameOpt = Annotated[Optional[str], typer.Option("--name", help="Sweep folder name under --out (sets `name`; default: the config's).")]
+MaxRunsOpt = Annotated[int, typer.Option("--max-runs", help="Refuse a grid of more runs than this (counted before it is expanded).")]
+RAY_CONNECT_TIMEOUT_S = 30.0  # execution.ray.CONNECT_TIMEOUT_S (spelled out: execution/ imports torch)
+PLAN_ROWS = 1000  # rows `plan` prints (a larger grid is summed up by its first line)
 
 
 @app.command()
 @guarded
-def plan(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs"), name: NameOpt = None):
+def plan(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs"), name: NameOpt = None,
+         max_runs: MaxRunsOpt = MAX_RUNS):
     """Print the expanded grid (count, runs, which already finished) without training."""
     from lrsweep import storage
     from lrsweep.config.grid import load_sweep
     from lrsweep.sweep import finished_folders, preflight, sweep_dir_for
 
-    sweep = load_sweep(config, [*(set_ or []), *([f"name={name}"] if name else [])])
+    sweep = load_sweep(config, [*(set_ or []), *([f"name={name}"] if name else [])], max_runs=max_runs)
     preflight(sweep)
     sweep_dir = sweep_dir_for(sweep, out)
+    try:
+        storage.check_writable(sweep_dir)  # what `run` would refuse, without writing anything
+    except StorageError as e:  # a read-only copy of a sweep can still be planned: said, not refused
+        warn(f"{e} (`lrsweep run` would stop there)")
     index = storage.read_index_rows(sweep_dir)
     folders = finished_folders(sweep_dir, index, {r.run_id for r in sweep.runs})
     done = {rid: index[folder]["status"] for rid, folder in folders.items()}
     rows = [{"run_id": r.run_id, **r.axes, "status": done.get(r.run_id) or "pending"} for r in sweep.runs]
     df = pd.DataFrame(rows)
     n_done = int((df["status"] != "pending").sum())
-    print_frame(df, title=f"{sweep.name}: {len(rows)} runs, {n_done} finished, {len(rows) - n_done} to run → {sweep_dir}")
+    print_frame(df.head(PLAN_ROWS), title=f"{sweep.name}: {len(rows)} runs, {n_done} finished, {len(rows) - n_done} to run → {sweep_dir}")
+    if len(df) > PLAN_ROWS:
+        console.print(f"(the first {PLAN_ROWS} of {len(df)} runs shown)", highlight=False)
 
 
 @app.command()
@@ -49,7 +61,9 @@ def run(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs"), name
         gpus_per_task: Annotated[Optional[float], typer.Option("--gpus-per-task", help="GPUs per Ray task; fractions share a GPU (default: 1 if runs use CUDA, else 0).")] = None,
         max_retries: Annotated[int, typer.Option("--max-retries", help="Retries of a run whose worker dies, before it is marked failed.")] = 2,
         engine: Annotated[Optional[Engine], typer.Option("--engine", help="Sets train.engine (default: the config's, auto).")] = None,
-        max_members: Annotated[Optional[int], typer.Option("--max-members", help="Vectorized engine: at most this many runs in one stacked model (sets train.max_members).")] = None):
+        max_members: Annotated[Optional[int], typer.Option("--max-members", help="Vectorized engine: at most this many runs in one stacked model (sets train.max_members).")] = None,
+        max_runs: MaxRunsOpt = MAX_RUNS,
+        connect_timeout: Annotated[float, typer.Option("--connect-timeout", help="Ray: seconds to wait for the cluster to answer.")] = RAY_CONNECT_TIMEOUT_S):
     """Train every grid cell not yet finished; print the best LR per batch size."""
     from lrsweep.analysis.cells import best_lr_table
     from lrsweep.analysis.runs import load_runs
@@ -63,10 +77,10 @@ def run(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs"), name
         set_.append(f"train.engine={engine.value}")
     if max_members is not None:
         set_.append(f"train.max_members={max_members}")
-    sweep = load_sweep(config, set_)
+    sweep = load_sweep(config, set_, max_runs=max_runs)
     retry = ("failed",) * retry_failed + ("diverged",) * retry_diverged
     pool = make_executor(sweep.runs, executor.value, workers=workers, devices=devices, max_retries=max_retries,
-                         address=address, gpus_per_task=gpus_per_task)
+                         address=address, gpus_per_task=gpus_per_task, connect_timeout=connect_timeout)
     progress = make_progress(console)
     try:
         outcome = run_sweep(sweep, out, progress, retry=retry, executor=pool, add_experiment=add_experiment)
@@ -77,7 +91,7 @@ def run(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs"), name
     runs = load_runs(outcome.sweep_dir)
     if not runs.df.empty:
         print_frame(compact_best(best_lr_table(runs, metric.value), metric.value),
-                    title=f"best LR per batch size by {metric}")
+                    title=f"best LR per batch size by {metric}", notes="note")
         console.print(f"next: lrsweep summarize {outcome.sweep_dir}  (fits, plots, report.md)", highlight=False)
     failed = outcome.failed
     if failed:  # the grid is not answered: say so in the exit code, for scripts and CI

@@ -13,6 +13,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,13 @@ from lrsweep.config import (
     parse_run_config, set_dotted,
 )
 from lrsweep.config.roles import identity_dict
-from lrsweep.errors import ConfigError
+from lrsweep.errors import ConfigError, GridTooLarge, quote
 
 GENERATORS = ("logspace", "linspace", "range")
+MAX_RUNS = 100_000  # grid cells, counted before the grid is expanded (`max_runs` raises it)
+MAX_AXIS_VALUES = 1_000_000  # values one generator may make (numbers, before any grid)
+
+
 @dataclass
 class RunSpec:
     """One cell of the grid."""
@@ -48,9 +53,12 @@ class Sweep:
 
 
 def _clean(v: Any) -> Any:
-    """numpy scalars -> Python; floats within 1e-9 of an integer -> that integer (for batch sizes)."""
+    """numpy scalars -> Python; floats within 1e-9 of an integer -> that integer (for batch sizes).
+    NaN and inf stay as they are (the schema refuses them, naming the field)."""
     if isinstance(v, np.generic):
         v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return v
     if isinstance(v, float) and abs(v - round(v)) < 1e-9 * max(1.0, abs(v)):
         return int(round(v))
     if isinstance(v, float):
@@ -58,23 +66,42 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def axis_values(name: str, spec: Any) -> list:
+def _number(a: Any) -> Any:
+    """A generator's bound as a finite number, or None. YAML 1.1 reads `1e-4` as a string: taken."""
+    if isinstance(a, str):
+        try:
+            a = float(a.strip())
+        except ValueError:
+            return None
+    ok = isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a)
+    return a if ok else None
+
+
+def axis_values(name: str, spec: Any, limit: int = MAX_AXIS_VALUES) -> list:
+    """An axis's values; a generator may make at most `limit` of them (counted before any is made)."""
     where = f"sweep.{name}"
     if isinstance(spec, dict):
         if len(spec) != 1 or next(iter(spec)) not in GENERATORS:
-            raise ConfigError(where, f"expected a list or one of ({', '.join(GENERATORS)}), got {spec!r}")
+            raise ConfigError(where, f"expected a list or one of ({', '.join(GENERATORS)}), got {quote(spec)}")
         kind, args = next(iter(spec.items()))
-        if not isinstance(args, list) or len(args) != 3 or not all(isinstance(a, (int, float)) for a in args):
-            raise ConfigError(f"{where}.{kind}", f"expected [start, stop, {'n' if kind != 'range' else 'step'}], got {args!r}")
-        lo, hi, third = args
+        numbers = [_number(a) for a in args] if isinstance(args, list) else []
+        if len(numbers) != 3 or None in numbers:
+            raise ConfigError(f"{where}.{kind}", f"expected [start, stop, {'n' if kind != 'range' else 'step'}] "
+                                                 f"(finite numbers), got {quote(args)}")
+        lo, hi, third = args = numbers
         if kind == "range":
             if third == 0 or (hi - lo) * third < 0:
                 raise ConfigError(f"{where}.range", f"step must move from start towards stop, got {args}")
-            n = int(np.floor((hi - lo) / third + 1e-9)) + 1
+            count = (hi - lo) / third
+            if count >= limit:
+                raise ConfigError(f"{where}.range", f"{args} makes more than {limit} values (the limit)")
+            n = int(np.floor(count + 1e-9)) + 1
             values = [lo + i * third for i in range(n)]
         else:
             if int(third) != third or third < 1:
                 raise ConfigError(f"{where}.{kind}", f"n must be an integer >= 1, got {third!r}")
+            if third > limit:
+                raise ConfigError(f"{where}.{kind}", f"n is {third:g}, more than {limit} values (the limit)")
             if kind == "logspace" and (lo <= 0 or hi <= 0):
                 raise ConfigError(f"{where}.logspace", f"bounds must be > 0 (values, not exponents), got {args}")
             fn = np.geomspace if kind == "logspace" else np.linspace
@@ -88,25 +115,25 @@ def axis_values(name: str, spec: Any) -> list:
     return [_clean(v) for v in values]
 
 
-def _parse_axes(sweep_raw: Any) -> list[list[tuple[str, list]]]:
+def _parse_axes(sweep_raw: Any, limit: int = MAX_AXIS_VALUES) -> list[list[tuple[str, list]]]:
     if sweep_raw is None:
         return []
     if not isinstance(sweep_raw, dict):
-        raise ConfigError("sweep", f"expected a mapping of axis -> values, got {sweep_raw!r}")
+        raise ConfigError("sweep", f"expected a mapping of axis -> values, got {quote(sweep_raw)}")
     groups: list[list[tuple[str, list]]] = []
     for name, spec in sweep_raw.items():
         if name == "zip":
             zips = spec if isinstance(spec, list) else [spec]
             for i, z in enumerate(zips):
                 if not isinstance(z, dict) or not z:
-                    raise ConfigError("sweep.zip", f"expected a mapping of axis -> values, got {z!r}")
-                group = [(n, axis_values(n, s)) for n, s in z.items()]
+                    raise ConfigError("sweep.zip", f"expected a mapping of axis -> values, got {quote(z)}")
+                group = [(n, axis_values(n, s, limit)) for n, s in z.items()]
                 lengths = {n: len(v) for n, v in group}
                 if len(set(lengths.values())) > 1:
                     raise ConfigError("sweep.zip", f"zipped axes must have equal lengths, got {lengths}")
                 groups.append(group)
         else:
-            groups.append([(str(name), axis_values(str(name), spec))])
+            groups.append([(str(name), axis_values(str(name), spec, limit))])
     seen: set[str] = set()
     for group in groups:
         for n, _ in group:
@@ -123,11 +150,32 @@ def run_id(config: RunConfig) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
-def build_sweep(raw: dict, overrides: list[str] | None = None) -> Sweep:
+def grid_size(groups: list[list[tuple[str, list]]]) -> int:
+    """Cells of the grid (before duplicates are merged): the product of the group lengths."""
+    return math.prod(len(g[0][1]) for g in groups)
+
+
+def check_grid_size(groups: list[list[tuple[str, list]]], max_runs: int = MAX_RUNS) -> int:
+    """The grid's size, or GridTooLarge above `max_runs`: counted, never expanded."""
+    count = grid_size(groups)
+    if count > max_runs:
+        sizes = " x ".join(f"{'+'.join(n for n, _ in g)} {len(g[0][1])}" for g in groups)
+        raise GridTooLarge(count, max_runs, sizes)
+    return count
+
+
+def build_sweep(raw: dict, overrides: list[str] | None = None, max_runs: int = MAX_RUNS) -> Sweep:
+    """The grid of `raw` (a sweep file's YAML) with `overrides` (--set strings) applied. A grid
+    of more than `max_runs` cells is refused (GridTooLarge) before it is expanded."""
+    if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
+        from lrsweep.errors import ParameterError
+
+        raise ParameterError("max_runs", f"expected a number >= 1, got {quote(max_runs)}")
     raw = apply_overrides(copy.deepcopy(raw), overrides or [])
     base = {k: v for k, v in raw.items() if k != "sweep"}
     base_cfg = parse_run_config(base)
-    groups = _parse_axes(raw.get("sweep"))
+    groups = _parse_axes(raw.get("sweep"), max(MAX_AXIS_VALUES, max_runs))
+    check_grid_size(groups, max_runs)
 
     # Check each axis value (with its zip partners) alone first, so an error names the axis and value.
     for group in groups:
@@ -144,7 +192,7 @@ def build_sweep(raw: dict, overrides: list[str] | None = None) -> Sweep:
                     raise ConfigError(f"sweep.{named[0]}", e.message) from None
                 name = named[0] if named else group[0][0]
                 value = dict(group)[name][i]
-                raise ConfigError(f"sweep.{name}", f"value {value!r}: {e}") from None
+                raise ConfigError(f"sweep.{name}", f"value {quote(value)}: {e}") from None
 
     runs: list[RunSpec] = []
     seen: set[str] = set()
@@ -156,9 +204,9 @@ def build_sweep(raw: dict, overrides: list[str] | None = None) -> Sweep:
                 set_dotted(cell, expand_short(name), values[i])
                 axes[name] = values[i]
         try:
-            cfg = parse_run_config(cell)
+            cfg = parse_run_config(cell, keys_checked=True)  # each axis value's keys were checked above
         except ConfigError as e:
-            raise ConfigError(e.path, f"{e.message} (in the grid cell {axes})") from None
+            raise ConfigError(e.path, f"{e.message} (in the grid cell {quote(axes)})") from None
         rid = run_id(cfg)
         if rid in seen:  # duplicate grid points (e.g. a value listed twice) run once
             continue
@@ -167,5 +215,12 @@ def build_sweep(raw: dict, overrides: list[str] | None = None) -> Sweep:
     return Sweep(name=base_cfg.name, raw=raw, axes=groups, runs=runs)
 
 
-def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
-    return build_sweep(load_yaml(path), overrides)
+def load_sweep(path: str | Path, overrides: list[str] | None = None, max_runs: int = MAX_RUNS) -> Sweep:
+    raw = load_yaml(path)
+    model = raw.get("model")
+    uses_factory = (isinstance(model, dict) and "factory" in model) or any(
+        "model.factory" in str(k) for k in (raw.get("sweep") or {}) if isinstance(raw.get("sweep"), dict)) or any(
+        "model.factory" in o for o in overrides or [])
+    if uses_factory and isinstance(model, dict) and "factory_path" not in model:
+        model["factory_path"] = str(Path(path).resolve().parent)  # a mynets.py next to the YAML is found
+    return build_sweep(raw, overrides, max_runs)

@@ -9,6 +9,7 @@ goes on. Tasks report no progress events: the driver reports runs as their recor
 from __future__ import annotations
 
 import hashlib
+import math
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -23,6 +24,7 @@ from lrsweep.results import RunRecord
 from lrsweep.training.units import WorkUnit
 
 INSTALL_HINT = "'ray' needs Ray: pip install 'lrsweep[ray]'"
+CONNECT_TIMEOUT_S = 30.0  # how long `--address` may take to answer (ray.init alone retries for minutes)
 
 
 def local_checkpoint_root(sweep_dir: Path) -> Path:
@@ -56,11 +58,18 @@ def ray_train_unit(unit: WorkUnit) -> TaskResult:
     return out
 
 
+class _NoSigtermNote:
+    """Drops Ray's note that a driver connecting from a thread installs no SIGTERM handler."""
+
+    def filter(self, record) -> bool:
+        return "SIGTERM handler is not set" not in record.getMessage()
+
+
 class RayExecutor(Executor):
     name = "ray"
 
     def __init__(self, address: Optional[str] = None, gpus_per_task: Optional[float] = None,
-                 cpus_per_task: float = 1.0, max_retries: int = 2):
+                 cpus_per_task: float = 1.0, max_retries: int = 2, connect_timeout: float = CONNECT_TIMEOUT_S):
         try:
             import ray  # noqa: F401
         except ImportError:
@@ -69,8 +78,11 @@ class RayExecutor(Executor):
             raise ParameterError("gpus_per_task", f"expected a number >= 0, got {gpus_per_task}")
         if max_retries < 0:
             raise ParameterError("max_retries", f"expected a number >= 0, got {max_retries}")
+        if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, (int, float)) \
+                or not 0 < connect_timeout < math.inf:
+            raise ParameterError("connect_timeout", f"expected a number of seconds > 0, got {connect_timeout!r}")
         self.address, self.gpus_per_task, self.cpus_per_task = address, gpus_per_task, cpus_per_task
-        self.max_retries = max_retries
+        self.max_retries, self.connect_timeout = max_retries, float(connect_timeout)
         self.started_ray = False
 
     def describe(self):
@@ -96,12 +108,50 @@ class RayExecutor(Executor):
         if not (self.address or "").startswith("ray://"):  # Ray Client takes few ray.init arguments
             kwargs["logging_level"] = logging.WARNING
         try:
-            ray.init(address=self.address, **kwargs)
+            if self.address:
+                self._init_within_timeout(ray, kwargs)
+            else:  # a local Ray of our own: nothing to wait for but its start
+                ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise ParameterError("address", f"cannot connect to Ray at {self.address}: "
-                                            f"{str(e).splitlines()[0]}") from None
+                                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         self.started_ray = True
         return ray
+
+    def _init_within_timeout(self, ray, kwargs: dict) -> None:
+        """ray.init(address), or ParameterError within connect_timeout: nothing listening is
+        found by a TCP connect at once; a port that answers but is no Ray cluster makes
+        ray.init retry for minutes in C++, deaf to signals, so it runs in a daemon thread that
+        is given up after the timeout (the main thread stays responsive to SIGTERM)."""
+        import logging
+        import socket
+        import threading
+
+        host, _, port = self.address.removeprefix("ray://").rpartition(":")
+        if self.address != "auto" and port.isdigit():
+            try:
+                socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=self.connect_timeout).close()
+            except OSError as e:
+                raise ParameterError("address", f"nothing answers at {self.address} "
+                                                f"({e.strerror or type(e).__name__}); is the Ray cluster up?") from None
+        outcome: dict = {}
+
+        def connect():
+            try:
+                ray.init(address=self.address, **kwargs)
+                outcome["ok"] = True
+            except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+                outcome["error"] = e
+
+        logging.getLogger("ray._private.worker").addFilter(_NoSigtermNote())  # it is on purpose
+        thread = threading.Thread(target=connect, name="lrsweep-ray-connect", daemon=True)
+        thread.start()
+        thread.join(self.connect_timeout)
+        if "error" in outcome:
+            raise outcome["error"]
+        if "ok" not in outcome:
+            raise ParameterError("address", f"no Ray cluster answered at {self.address} within "
+                                            f"{self.connect_timeout:g} s (`connect_timeout`)")
 
     def _gpus_per_task(self, ray, units: list[WorkUnit]) -> float:
         """The GPUs each task asks for: given, else 1 if the runs may use CUDA and the cluster has GPUs."""

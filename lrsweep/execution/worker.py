@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 from typing import Optional
 
-from lrsweep.errors import UserError
+from lrsweep.errors import LrsweepWarning, UserError
 from lrsweep.events import Callback, Step, with_worker
 from lrsweep.execution.faults import crash_if_asked
 from lrsweep.execution.messages import Done, EventMsg, Ready, RecordMsg, Stop, UserErrorMsg
@@ -57,11 +58,19 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watchdog, daemon=True, name="lrsweep-watchdog").start()
 
 
+def _one_line(message, category, filename, lineno, line=None, _default=warnings.formatwarning) -> str:
+    """errors.LrsweepWarning as one `warning:` line on the worker's stderr (the driver's too)."""
+    if issubclass(category, LrsweepWarning):
+        return f"warning: {message}\n"
+    return _default(message, category, filename, lineno, line)
+
+
 def worker_main(wid: int, conn, device: Optional[str], threads: int, parent_pid: int) -> None:
     """The worker process's body (spawned: nothing inherited but these arguments)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    warnings.formatwarning = _one_line  # the library's warnings as the driver's CLI shows them
     if device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = device
     die_with_parent(parent_pid)

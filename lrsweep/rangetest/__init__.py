@@ -23,7 +23,7 @@ from lrsweep.rangetest.suggest import Suggestion, suggest, valley_index  # noqa:
 # The config-driven test and its files need torch; loaded when first used, so that reading the
 # ramp's constants (the CLI's choices) stays cheap.
 _LAZY = {"RangeTest": "run", "config_step_fn": "run", "load_base": "run", "run_range_test": "run",
-         "emit_sweep": "files", "save": "files"}
+         "emit_sweep": "files", "save": "files", "check_outputs": "files"}
 
 
 def __getattr__(name: str):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,20 @@ import yaml
 from lrsweep.config import expand_short
 from lrsweep.errors import ParameterError
 from lrsweep.rangetest.run import RangeTest
-from lrsweep.storage import atomic_write, write_csv, write_json
+from lrsweep.storage import atomic_write, check_writable, storage_error, write_csv, write_json
+
+
+def check_outputs(out_dir: str | Path, sweep_file: str | Path | None = None) -> None:
+    """Before the test trains: StorageError if its files (save's, and emit_sweep's `sweep_file`)
+    could not be written, so that no training is lost to a read-only or misnamed folder."""
+    out = check_writable(out_dir, create=True)
+    targets = [out / f"range_test.{k}" for k in ("csv", "json", "png")]
+    if sweep_file is not None:
+        check_writable(Path(sweep_file).parent, create=True)
+        targets.append(Path(sweep_file))
+    for path in targets:
+        if path.is_dir():
+            raise storage_error(path, OSError(errno.EISDIR, "is a folder"))
 
 
 def save(test: RangeTest, out_dir: str | Path) -> dict[str, Path]:
@@ -26,7 +40,6 @@ def save(test: RangeTest, out_dir: str | Path) -> dict[str, Path]:
                          f"({test.settings['optimizer']['name']}, {test.settings['mode']} ramp)")
     ax.figure.savefig(paths["png"], dpi=120)
     return paths
-
 
 
 def emit_sweep(raw: dict, test: RangeTest, path: str | Path, points: int = 7, decades: float = 2.0) -> dict:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from lrsweep.config import RunConfig
 from lrsweep.datasets import Data
+from lrsweep.errors import LrsweepWarning
 from lrsweep.optimizers import build_optimizer
 from lrsweep.schedules import LRSchedule
 from lrsweep.training import checkpoint
@@ -49,24 +50,19 @@ def train(cfg: RunConfig, data: Data, device: torch.device, on_step: Optional[St
     B = t.batch_size
     bud = budget(cfg, len(data.train_y))
     cl = uses_channels_last(cfg, data.input_shape)
-    model = init_model(cfg, data, device)
-    opt = build_optimizer(model.parameters(), cfg.optimizer, cfg.effective_lr)
-    sched = LRSchedule(cfg.schedule, cfg.effective_lr, bud.total_steps, bud.steps_per_epoch)
-    batches = BatchSampler(t.seed, len(data.train_y), bud, B, device)
-    track = RunTracker(cfg, bud)
 
+    def fresh():  # the run's start (again when a checkpoint does not fit: a partial load is no start)
+        model = init_model(cfg, data, device)
+        return (model, build_optimizer(model.parameters(), cfg.optimizer, cfg.effective_lr),
+                LRSchedule(cfg.schedule, cfg.effective_lr, bud.total_steps, bud.steps_per_epoch),
+                BatchSampler(t.seed, len(data.train_y), bud, B, device), RunTracker(cfg, bud))
+
+    model, opt, sched, batches, track = fresh()
     ckpt_path = Path(run_dir) / checkpoint.CHECKPOINT if run_dir is not None else None
     cid = run_id(cfg) if ckpt_path is not None else None
     state = checkpoint.load(ckpt_path, cid) if ckpt_path is not None else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["schedule"])
-        batches.load_state_dict(state["order"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        track.load_state_dict(state)
+    if state is not None and not checkpoint.restore(ckpt_path, state, model, opt, sched, batches, track, device):
+        model, opt, sched, batches, track = fresh()
 
     step = track.step
     while step < bud.total_steps:
@@ -112,5 +108,5 @@ def train(cfg: RunConfig, data: Data, device: torch.device, on_step: Optional[St
                     "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                     **track.state_dict()})
             except OSError as e:  # e.g. disk full: the run goes on, only its resume point is lost
-                warnings.warn(f"could not write checkpoint {ckpt_path}: {e}")
+                warnings.warn(LrsweepWarning(f"could not write checkpoint {ckpt_path}: {e}"))
     return track.finish(device, "sequential")
