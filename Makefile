@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-EXTRAS ?= test,ray
+EXTRAS ?= test,ray,export,parquet
 
 .PHONY: install run test bench gpu-check reproduce clean
 

@@ -47,11 +47,18 @@ class RunFinished:
 
 
 @dataclass(frozen=True)
+class Note:
+    """Something the user should know that is not an error, e.g. an engine fallback."""
+    text: str
+    worker: int = 0
+
+
+@dataclass(frozen=True)
 class SweepFinished:
     counts: dict[str, int] = field(default_factory=dict)  # status -> runs finished this time
 
 
-Event = Union[SweepStarted, RunStarted, Step, RunFinished, SweepFinished]
+Event = Union[SweepStarted, RunStarted, Step, RunFinished, Note, SweepFinished]
 Callback = Callable[[Event], None]
 
 

@@ -61,6 +61,7 @@ class RunResult:
     engine: Optional[str] = None
     group_size: Optional[int] = None
     stop_reason: Optional[str] = None  # budget, stop_after_target, nonfinite_loss, loss_blowup
+    engine_note: Optional[str] = None  # why the engine asked for did not train it (a fallback)
     traceback: Optional[str] = None
     steps_to_train_loss: Optional[int] = None
     examples_to_train_loss: Optional[int] = None
@@ -96,7 +97,7 @@ class RunResult:
         """The record of `spec` (a grid cell) with the training fields given."""
         cfg = spec.config
         base = dict(run_id=spec.run_id, status=status, error=error, axes=spec.axes,
-                    optimizer=cfg.optimizer.name, schedule=cfg.schedule.name, model=cfg.model.name,
+                    optimizer=cfg.optimizer.name, schedule=cfg.schedule.name, model=cfg.model.label,
                     dataset=cfg.dataset.name, seed=cfg.train.seed, batch_size=cfg.train.batch_size,
                     nominal_lr=cfg.optimizer.lr, lr=cfg.effective_lr)
         return cls(**{**base, **fields})

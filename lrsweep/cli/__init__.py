@@ -10,6 +10,7 @@ from lrsweep.cli import run  # noqa: F401
 from lrsweep.cli import summarize  # noqa: F401
 from lrsweep.cli import rangetest  # noqa: F401
 from lrsweep.cli import bench  # noqa: F401
+from lrsweep.cli import export  # noqa: F401
 
 __all__ = ["app", "main"]
 

@@ -10,7 +10,7 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from lrsweep.events import Event, RunFinished, RunStarted, Step, SweepStarted
+from lrsweep.events import Event, Note, RunFinished, RunStarted, Step, SweepStarted
 from lrsweep.results import RunStatus
 
 
@@ -40,6 +40,8 @@ class PlainProgress:
             self.done, self.total = event.done, event.total
             on = f" on {event.executor}" if event.executor and event.pending else ""
             self.console.print(f"{event.total} runs: {event.done} already finished, {event.pending} to run{on}")
+        elif isinstance(event, Note):
+            self.console.print(f"note: {event.text}", markup=False, highlight=False)
         elif isinstance(event, RunFinished):
             self.done += 1
             self.console.print(f"[{self.done}/{self.total}] {event.run_id} {describe(event.axes)} "
@@ -76,6 +78,8 @@ class RichProgress:
                 self._last[w] = now
                 p.update(self.current[w], total=event.total, completed=event.step,
                          info=f"loss {event.loss:.4g} lr {event.lr:.3g}")
+        elif isinstance(event, Note):
+            p.console.print(f"note: {event.text}", markup=False, highlight=False)
         elif isinstance(event, RunFinished):
             p.advance(self.overall)
             p.console.print(f"{event.run_id} {describe(event.axes)} {_outcome(event.result)}",

@@ -59,7 +59,8 @@ def identity_dict(cfg: RunConfig) -> dict:
         node = d
         for p in path[:-1]:
             node = node.get(p, {})
-        if path[-1] in node and node[path[-1]] == model.model_fields[path[-1]].default:
+        default = model.model_fields[path[-1]].get_default(call_default_factory=True)
+        if path[-1] in node and node[path[-1]] == default:
             node.pop(path[-1])
     return d
 

@@ -12,9 +12,11 @@ Field roles are declared here, on the fields, and nowhere else (roles.py reads t
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lrsweep.errors import quote
 
 NOT_IDENTITY = {"identity": False}
 IDENTITY_UNLESS_DEFAULT = {"identity": "unless-default"}
@@ -22,18 +24,43 @@ MEMBER = {"member": True}
 NOT_MEMBER = {"member": False}
 
 DATASETS = ("mnist", "fashion-mnist", "tiny-imagenet", "digits", "synthetic")
-MODELS = ("mlp", "cnn5", "resnet18")
+MODELS = ("mlp", "cnn5", "resnet18", "torchvision")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adafactor", "signsgd")
 CAFFE_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid")
 SCHEDULES = ("constant",) + CAFFE_POLICIES + ("cosine", "sgdr", "cyclic", "onecycle", "plateau")
 ENGINES = ("auto", "vectorized", "sequential")  # train.engine (training/units.py)
 
+MAX_SYNTHETIC_VALUES = 1 << 31  # numbers in a generated dataset (8 GiB as float32)
+MAX_NAME_BYTES = 255  # the sweep's folder name (most file systems' limit)
+
 # Short axis names users write in `sweep:` and `--set`.
 SHORT_NAMES = {"lr": "optimizer.lr", "batch_size": "train.batch_size", "seed": "train.seed"}
 
 
+def _numeric(annotation) -> bool:
+    """Whether a field holds numbers (int, float, Optional/Union/list/tuple of them), not bools."""
+    if annotation in (int, float):
+        return True
+    return any(_numeric(a) for a in get_args(annotation))
+
+
+def _has_bool(value) -> bool:
+    return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value))
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+    # allow_inf_nan=False: NaN and inf are refused in every float field (`epochs: .inf` trains forever).
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v, info):
+        """pydantic takes `true` for 1 in a number field (a batch size of `true` trained with B = 1)."""
+        if _has_bool(v) and _numeric(cls.model_fields[info.field_name].annotation):
+            shown = str(v).lower() if isinstance(v, bool) else "[" + ", ".join(
+                str(x).lower() if isinstance(x, bool) else repr(x) for x in v) + "]"
+            raise ValueError(f"expected a number, got {shown}")
+        return v
 
 
 class SyntheticConfig(_Strict):
@@ -43,6 +70,14 @@ class SyntheticConfig(_Strict):
     classes: int = Field(4, ge=2)
     shape: list[int] = Field(default_factory=lambda: [1, 8, 8])
     noise: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _size(self):
+        values = (self.n_train + self.n_val) * math.prod(self.shape)
+        if values > MAX_SYNTHETIC_VALUES:
+            raise ValueError(f"(n_train + n_val) x shape is {values} numbers, more than the limit of "
+                             f"{MAX_SYNTHETIC_VALUES} ({MAX_SYNTHETIC_VALUES * 4 >> 30} GiB of float32)")
+        return self
 
 
 class DatasetConfig(_Strict):
@@ -70,8 +105,38 @@ class DatasetConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: Literal[MODELS]  # type: ignore[valid-type]
+    """A built-in model by `name`; torchvision's zoo (`name: torchvision`, `arch`, `args`); or the
+    user's own: `factory: "package.module:function"`, called as function(num_classes,
+    input_shape, **args) and returning an nn.Module (models.py)."""
+    name: Optional[Literal[MODELS]] = None  # type: ignore[valid-type]
     hidden: list[int] = Field(default_factory=lambda: [256, 256])  # mlp only
+    factory: Optional[str] = Field(None, json_schema_extra=IDENTITY_UNLESS_DEFAULT)
+    arch: Optional[str] = Field(None, json_schema_extra=IDENTITY_UNLESS_DEFAULT)  # torchvision
+    args: dict[str, Any] = Field(default_factory=dict, json_schema_extra=IDENTITY_UNLESS_DEFAULT)
+    # Folder searched for the factory's module before the Python path: set by the loader to the
+    # sweep file's folder. Where the code lives is not part of a run's id.
+    factory_path: Optional[str] = Field(None, json_schema_extra=NOT_IDENTITY)
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if (self.name is None) == (self.factory is None):
+            raise ValueError("give a model `name` (one of " + ", ".join(MODELS) + ") or a `factory` "
+                             "(\"package.module:function\"), not both")
+        if self.factory is not None and (":" not in self.factory or self.factory.startswith(":")
+                                         or self.factory.endswith(":")):
+            raise ValueError(f"factory: expected \"package.module:function\", got {self.factory!r}")
+        if (self.name == "torchvision") != (self.arch is not None):
+            raise ValueError("`arch` (e.g. resnet50) goes with name: torchvision, and only with it")
+        if self.args and self.name not in (None, "torchvision"):
+            raise ValueError(f"`args` are for a factory or a torchvision model, not {self.name}")
+        return self
+
+    @property
+    def label(self) -> str:
+        """What result.json and the tables call it: mlp, torchvision:resnet50, mynets:build."""
+        if self.factory is not None:
+            return self.factory
+        return f"torchvision:{self.arch}" if self.name == "torchvision" else self.name
 
     @field_validator("hidden")
     @classmethod
@@ -255,8 +320,10 @@ class RunConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v):
-        if not v or "/" in v or v.startswith("."):
-            raise ValueError(f"must be a non-empty folder name without '/', got {v!r}")
+        if not v or "/" in v or "\0" in v or v.startswith("."):
+            raise ValueError(f"must be a non-empty folder name without '/' or a NUL byte, got {quote(v)}")
+        if len(v.encode()) > MAX_NAME_BYTES:
+            raise ValueError(f"a folder name of at most {MAX_NAME_BYTES} bytes, got {len(v.encode())}: {quote(v)}")
         return v
 
     @property

@@ -8,7 +8,7 @@ import torch
 
 from lrsweep.config import RunConfig
 from lrsweep.errors import ConfigError
-from lrsweep.models import build_model
+from lrsweep.models import BUILTIN, build_model, check_forward
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,6 +53,8 @@ def init_model(cfg: RunConfig, data, device: torch.device) -> torch.nn.Module:
     same weights in every engine and in the range test."""
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
+    if cfg.model.name not in BUILTIN:  # the user's: check its shapes (after the seeded init, so no draw moves)
+        check_forward(model, cfg.model, data.input_shape, data.num_classes)
     if uses_channels_last(cfg, data.input_shape):
         model = model.to(memory_format=torch.channels_last)
     model.train()

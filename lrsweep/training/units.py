@@ -30,7 +30,8 @@ from lrsweep.config.grid import RunSpec
 from lrsweep.config.roles import group_dict
 from lrsweep.datasets import load_data
 from lrsweep.errors import ConfigError, UserError
-from lrsweep.events import Callback, RunStarted, Step, ignore
+from lrsweep.models import BUILTIN
+from lrsweep.events import Callback, Note, RunStarted, Step, ignore
 from lrsweep.results import RunRecord, RunResult
 from lrsweep.training.setup import budget, resolve_device
 
@@ -107,7 +108,7 @@ def effective_config(cfg: RunConfig, engine: Engine | str) -> RunConfig:
     CUDA it is unmeasured)."""
     if cfg.train.channels_last is not None:
         return cfg
-    cl = cfg.model.name in CONV_MODELS and resolve_device(cfg.train.device).type == "cpu"
+    cl = cfg.model.name in CONV_MODELS and resolve_device(cfg.train.device).type == "cpu"  # user models: unmeasured
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"channels_last": cl})})
 
 
@@ -158,9 +159,31 @@ def _train_vectorized(unit: WorkUnit, on_event: Callback) -> Iterator[RunRecord]
     def on_step(step, total, loss, lr, members):
         on_event(Step(first.run_id, step, total, loss, lr, members))
 
-    trained = vectorized.train_group(cfgs, data, device, on_step=on_step)
+    try:
+        trained = vectorized.train_group(cfgs, data, device, on_step=on_step)
+    except (KeyboardInterrupt, SystemExit, UserError):
+        raise
+    except Exception as e:  # noqa: BLE001
+        if cfgs[0].model.name in BUILTIN or _is_oom(e):
+            raise
+        # A user's model that vmap/functional_call cannot stack (in-place buffers, hooks, ...):
+        # train its runs one at a time instead, and say so.
+        why = f"the vectorized engine cannot train {cfgs[0].model.label} ({type(e).__name__}: {str(e)[:160]}); " \
+              f"its {len(cfgs)} runs train sequentially"
+        on_event(Note(why))
+        for spec in unit.specs:
+            rec = _train_one(spec, None, on_event)
+            rec.result.engine_note = why
+            yield rec
+        return
     for spec, t in zip(unit.specs, trained):
         yield _record(spec, t)
+
+
+def _is_oom(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, torch.cuda.OutOfMemoryError)
 
 
 def _train_one(spec: RunSpec, run_dir: Optional[Path], on_event: Callback) -> RunRecord:

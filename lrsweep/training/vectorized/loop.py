@@ -24,7 +24,7 @@ from lrsweep.training.setup import Budget, budget, init_model, uses_channels_las
 from lrsweep.training.tracker import RunTracker, TrainedRun
 from lrsweep.training.vectorized.optim import StackedOptimizer
 from lrsweep.training.vectorized.stacks import (
-    ThreadStack, VmapStack, default_formulation, single_threaded_kernels,
+    ThreadStack, VmapStack, check_stackable, default_formulation, single_threaded_kernels,
 )
 
 # on_step(step, total_steps, loss, lr, members): loss and lr of the first member still training.
@@ -82,6 +82,7 @@ def _train_chunk(cfgs: list[RunConfig], data: Data, device: torch.device,
     cl = uses_channels_last(cfgs[0], data.input_shape)
     threads = torch.get_num_threads() if formulation == "threads" and device.type == "cpu" else 1
     models = [init_model(c, data, device) for c in cfgs]  # each exactly as the sequential engine's
+    check_stackable(models[0])
     if formulation == "threads":
         stack = ThreadStack(models, device, t0.precision, cl, threads)
     else:

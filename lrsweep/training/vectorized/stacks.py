@@ -38,6 +38,14 @@ def _stack(tensors: list[torch.Tensor], channels_last: bool) -> torch.Tensor:
     return t
 
 
+def check_stackable(model: torch.nn.Module) -> None:
+    """Refuse what stacking would silently get wrong: a parameter shared between modules (tied
+    weights) would be stacked once and the other use left unstacked."""
+    named = list(model.named_parameters(remove_duplicate=False))
+    if len(named) != len(dict(model.named_parameters())):
+        raise ValueError("the model shares parameters between modules (tied weights)")
+
+
 class VmapStack:
     def __init__(self, models: list[torch.nn.Module], device: torch.device, precision: str, compile_: bool):
         self.skeleton = copy.deepcopy(models[0]).to("meta")
