@@ -544,7 +544,8 @@ def o11_block() -> str:
                           "parameters": params(x.get("params") or {}),
                           "rms error (decades)": g(x.get("rms_log10"), 2), "note": x.get("note") or ""} for _, x in f.iterrows()])
     crit = saved("o11-small-targets").table("critical")
-    inner = best[best.edge.isna() | (best.edge.astype(object) == "")].sort_values("batch_size")
+    inner = best[best.bracketed.astype(bool)] if "bracketed" in best else best[best.edge.isna() | (best.edge.astype(object) == "")]
+    inner = inner.sort_values("batch_size")  # the optima the laws were fitted to
     lr = list(inner.lr_opt)
     p = int(np.argmax(lr)) if lr else 0
     peak_inside = len(lr) >= 3 and 0 < p < len(lr) - 1 and lr[0] < 0.7 * lr[p] and lr[-1] < 0.7 * lr[p]
