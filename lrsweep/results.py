@@ -98,7 +98,7 @@ class RunResult:
         cfg = spec.config
         base = dict(run_id=spec.run_id, status=status, error=error, axes=spec.axes,
                     optimizer=cfg.optimizer.name, schedule=cfg.schedule.name, model=cfg.model.label,
-                    dataset=cfg.dataset.name, seed=cfg.train.seed, batch_size=cfg.train.batch_size,
+                    dataset=cfg.dataset.label, seed=cfg.train.seed, batch_size=cfg.train.batch_size,
                     nominal_lr=cfg.optimizer.lr, lr=cfg.effective_lr)
         return cls(**{**base, **fields})
 

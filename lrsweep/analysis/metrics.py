@@ -45,7 +45,7 @@ def scores(df: pd.DataFrame, metric: str, higher: bool) -> pd.Series:
 TARGET_METRICS = ("steps_to_target", "examples_to_target", "time_to_target", "loss_drop_after_target")
 
 # Classes of the fixed datasets (synthetic: dataset.synthetic.classes), for the chance accuracy.
-DATASET_CLASSES = {"mnist": 10, "fashion-mnist": 10, "digits": 10, "tiny-imagenet": 200}
+DATASET_CLASSES = {"mnist": 10, "fashion-mnist": 10, "digits": 10, "tiny-imagenet": 200, "cifar10": 10, "cifar100": 100}
 # A run "learned" when its validation accuracy beats guessing by more than this fraction of the
 # chance level (0.12 on 10 classes, 0.3 on 4): a few per cent above chance is within the noise of
 # a small validation set, and a diverging-then-recovering run often sits there.

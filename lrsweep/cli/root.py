@@ -23,8 +23,8 @@ from typer.core import TyperGroup
 from lrsweep.errors import LrsweepWarning, ParameterError, UserError, shorten
 
 # Logs and CI are not terminals: rich would wrap at 80 columns; give tables room instead.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+console = Console(width=None if sys.stdout.isatty() else 160, emoji=False)  # `mod:x:` is not an emoji code
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, emoji=False)
 STATE = {"debug": False}
 SHOWN_LIMIT = 2000  # characters of one error or warning line (library messages are far shorter)
 

@@ -217,10 +217,11 @@ def build_sweep(raw: dict, overrides: list[str] | None = None, max_runs: int = M
 
 def load_sweep(path: str | Path, overrides: list[str] | None = None, max_runs: int = MAX_RUNS) -> Sweep:
     raw = load_yaml(path)
-    model = raw.get("model")
-    uses_factory = (isinstance(model, dict) and "factory" in model) or any(
-        "model.factory" in str(k) for k in (raw.get("sweep") or {}) if isinstance(raw.get("sweep"), dict)) or any(
-        "model.factory" in o for o in overrides or [])
-    if uses_factory and isinstance(model, dict) and "factory_path" not in model:
-        model["factory_path"] = str(Path(path).resolve().parent)  # a mynets.py next to the YAML is found
+    axes = raw.get("sweep") if isinstance(raw.get("sweep"), dict) else {}
+    for section in ("model", "dataset"):
+        node = raw.get(section)
+        uses_factory = (isinstance(node, dict) and "factory" in node) or any(
+            f"{section}.factory" in str(k) for k in axes) or any(f"{section}.factory" in o for o in overrides or [])
+        if uses_factory and isinstance(node, dict) and "factory_path" not in node:
+            node["factory_path"] = str(Path(path).resolve().parent)  # a mynets.py next to the YAML is found
     return build_sweep(raw, overrides, max_runs)

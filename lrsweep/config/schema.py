@@ -23,7 +23,7 @@ IDENTITY_UNLESS_DEFAULT = {"identity": "unless-default"}
 MEMBER = {"member": True}
 NOT_MEMBER = {"member": False}
 
-DATASETS = ("mnist", "fashion-mnist", "tiny-imagenet", "digits", "synthetic")
+DATASETS = ("mnist", "fashion-mnist", "tiny-imagenet", "digits", "synthetic", "cifar10", "cifar100", "imagefolder")
 MODELS = ("mlp", "cnn5", "resnet18", "torchvision")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adafactor", "signsgd")
 CAFFE_POLICIES = ("fixed", "step", "multistep", "exp", "inv", "poly", "sigmoid")
@@ -42,6 +42,15 @@ def _numeric(annotation) -> bool:
     if annotation in (int, float):
         return True
     return any(_numeric(a) for a in get_args(annotation))
+
+
+def _check_factory(kind: str, names: tuple, name, factory) -> None:
+    """A section takes a `name` or a `factory` "package.module:function" (ValueError if not)."""
+    if (name is None) == (factory is None):
+        raise ValueError(f"give a {kind} `name` (one of " + ", ".join(names) + ") or a `factory` "
+                         "(\"package.module:function\"), not both")
+    if factory is not None and (":" not in factory or factory.startswith(":") or factory.endswith(":")):
+        raise ValueError(f"factory: expected \"package.module:function\", got {factory!r}")
 
 
 def _has_bool(value) -> bool:
@@ -81,7 +90,10 @@ class SyntheticConfig(_Strict):
 
 
 class DatasetConfig(_Strict):
-    name: Literal[DATASETS]  # type: ignore[valid-type]
+    """A built-in dataset or files in a standard layout by `name` (datasets/); or the user's own:
+    `factory: "package.module:function"`, called as function(**args) and returning tensors or
+    torch Datasets (datasets/factory.py)."""
+    name: Optional[Literal[DATASETS]] = None  # type: ignore[valid-type]
     # Where the files are and how they were obtained do not change a run's numbers: not in its id.
     root: str = Field("data", json_schema_extra=NOT_IDENTITY)
     download: bool = Field(False, json_schema_extra=NOT_IDENTITY)
@@ -95,6 +107,30 @@ class DatasetConfig(_Strict):
     val_subset: Optional[int] = Field(None, ge=1)
     subset_seed: int = 0
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    factory: Optional[str] = Field(None, json_schema_extra=IDENTITY_UNLESS_DEFAULT)
+    args: dict[str, Any] = Field(default_factory=dict, json_schema_extra=IDENTITY_UNLESS_DEFAULT)
+    # Folder searched for the factory's module first: set by the loader to the sweep file's folder.
+    factory_path: Optional[str] = Field(None, json_schema_extra=NOT_IDENTITY)
+    # imagefolder: images are resized (shorter side) and centre-cropped to image_size x image_size.
+    image_size: int = Field(64, ge=1, le=4096, json_schema_extra=IDENTITY_UNLESS_DEFAULT)
+    # The most an image folder decodes to, or a factory's Datasets are materialised into (GiB).
+    max_gib: float = Field(8.0, gt=0, json_schema_extra=NOT_IDENTITY)
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        _check_factory("dataset", DATASETS, self.name, self.factory)
+        if self.args and self.factory is None:
+            raise ValueError(f"`args` are for a dataset factory, not {self.name}")
+        if self.image_size != 64 and self.name != "imagefolder":
+            raise ValueError(f"`image_size` is for name: imagefolder, not {self.label}")
+        if self.download and (self.factory is not None or self.name == "imagefolder"):
+            raise ValueError(f"{self.label} has nothing to download: set download: false")
+        return self
+
+    @property
+    def label(self) -> str:
+        """What result.json and the tables call it: mnist, imagefolder, mydata:load."""
+        return self.factory if self.factory is not None else self.name
 
     @field_validator("val_split")
     @classmethod
@@ -119,12 +155,7 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_kind(self):
-        if (self.name is None) == (self.factory is None):
-            raise ValueError("give a model `name` (one of " + ", ".join(MODELS) + ") or a `factory` "
-                             "(\"package.module:function\"), not both")
-        if self.factory is not None and (":" not in self.factory or self.factory.startswith(":")
-                                         or self.factory.endswith(":")):
-            raise ValueError(f"factory: expected \"package.module:function\", got {self.factory!r}")
+        _check_factory("model", MODELS, self.name, self.factory)
         if (self.name == "torchvision") != (self.arch is not None):
             raise ValueError("`arch` (e.g. resnet50) goes with name: torchvision, and only with it")
         if self.args and self.name not in (None, "torchvision"):
