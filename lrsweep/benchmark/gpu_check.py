@@ -39,8 +39,9 @@ def _run(cmd: list[str], timeout: float) -> dict:
 
 
 def cuda_tests(timeout: float = 240) -> dict:
-    res = _run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests", "-p", "no:cacheprovider"], timeout)
-    last = [ln for ln in res["tail"].splitlines() if " passed" in ln or " failed" in ln or " error" in ln]
+    res = _run([sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-m", "cuda", "tests", "-p", "no:cacheprovider"],
+               timeout)  # addopts cleared: the project's -q plus this -q would hide the summary line
+    last = [ln for ln in res["tail"].splitlines() if any(w in ln for w in (" passed", " failed", " error", " skipped"))]
     res["summary"] = last[-1] if last else ""
     return res
 
