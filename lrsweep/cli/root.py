@@ -91,6 +91,12 @@ class _Commands(TyperGroup):
     `--format: expected one of (table, csv), got 'xml'`, exit 2 (typer's own is a framed
     panel under the usage line)."""
 
+    def parse_args(self, ctx, args):
+        # `lrsweep plan x.yaml --debug` means the global flag too: move it before the command
+        if "--debug" in args[1:] and args[0] != "--debug":
+            args = ["--debug", *[a for a in args if a != "--debug"]]
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -104,11 +110,26 @@ class _Commands(TyperGroup):
 
 
 app = typer.Typer(cls=_Commands, help="Which learning rate goes with which batch size? Sweep, measure, fit.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("lrsweep")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            v = "unknown (not installed)"
+        console.print(f"lrsweep {v}", highlight=False)
+        raise typer.Exit()
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False):
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors (also after the command).")] = False,
+          version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print lrsweep's version and exit.")] = False):
     STATE["debug"] = debug
 
 

@@ -164,14 +164,15 @@ def check_grid_size(groups: list[list[tuple[str, list]]], max_runs: int = MAX_RU
     return count
 
 
-def build_sweep(raw: dict, overrides: list[str] | None = None, max_runs: int = MAX_RUNS) -> Sweep:
+def build_sweep(raw: dict, overrides: list[str] | None = None, max_runs: int = MAX_RUNS,
+                warn_axes: bool = True) -> Sweep:
     """The grid of `raw` (a sweep file's YAML) with `overrides` (--set strings) applied. A grid
     of more than `max_runs` cells is refused (GridTooLarge) before it is expanded."""
     if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
         from lrsweep.errors import ParameterError
 
         raise ParameterError("max_runs", f"expected a number >= 1, got {quote(max_runs)}")
-    raw = apply_overrides(copy.deepcopy(raw), overrides or [])
+    raw = apply_overrides(copy.deepcopy(raw), overrides or [], warn_axes)
     base = {k: v for k, v in raw.items() if k != "sweep"}
     base_cfg = parse_run_config(base)
     groups = _parse_axes(raw.get("sweep"), max(MAX_AXIS_VALUES, max_runs))
@@ -215,7 +216,8 @@ def build_sweep(raw: dict, overrides: list[str] | None = None, max_runs: int = M
     return Sweep(name=base_cfg.name, raw=raw, axes=groups, runs=runs)
 
 
-def load_sweep(path: str | Path, overrides: list[str] | None = None, max_runs: int = MAX_RUNS) -> Sweep:
+def load_sweep(path: str | Path, overrides: list[str] | None = None, max_runs: int = MAX_RUNS,
+               warn_axes: bool = True) -> Sweep:
     raw = load_yaml(path)
     axes = raw.get("sweep") if isinstance(raw.get("sweep"), dict) else {}
     for section in ("model", "dataset"):
@@ -224,4 +226,4 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None, max_runs: i
             f"{section}.factory" in str(k) for k in axes) or any(f"{section}.factory" in o for o in overrides or [])
         if uses_factory and isinstance(node, dict) and "factory_path" not in node:
             node["factory_path"] = str(Path(path).resolve().parent)  # a mynets.py next to the YAML is found
-    return build_sweep(raw, overrides, max_runs)
+    return build_sweep(raw, overrides, max_runs, warn_axes)

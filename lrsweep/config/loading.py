@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, Optional, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -149,8 +149,10 @@ def set_dotted(raw: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply `--set key=value` strings. Values are parsed as YAML (`0.1`, `[1, 2]`, `true`)."""
+def apply_overrides(raw: dict, overrides: list[str], warn_axes: bool = True) -> dict:
+    """Apply `--set key=value` strings. Values are parsed as YAML (`0.1`, `[1, 2]`, `true`).
+    `warn_axes`: warn when a key is a sweep axis (the grid overwrites it; not for the range
+    test, which uses the base config and ignores the axes)."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError("--set", f"expected key=value, got {quote(item)}")
@@ -172,8 +174,34 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                                            f"cannot set {key}")
             raw["sweep"][key[len("sweep."):]] = value
         else:
-            set_dotted(raw, expand_short(key), value)
+            full = expand_short(key)
+            axis = _axis_of(raw.get("sweep"), full)
+            if axis is not None and warn_axes:  # every grid cell overwrites it: say so rather than let it do nothing
+                import warnings
+
+                from lrsweep.errors import LrsweepWarning
+
+                warnings.warn(f"--set {key}: {key} is a sweep axis (sweep.{axis}), so this changes no run: set its "
+                              f"values with --set sweep.{axis}=[...] (e.g. [{quote(value)}])", LrsweepWarning, stacklevel=2)
+            if full in BUDGETS and value is not None and isinstance(raw.get("train"), dict):
+                for other in BUDGETS - {full}:  # one budget: the one set replaces the file's
+                    raw["train"].pop(other.split(".")[1], None)
+            set_dotted(raw, full, value)
     return raw
+
+
+BUDGETS = {"train.epochs", "train.steps", "train.examples"}
+
+
+def _axis_of(sweep: Any, full: str) -> Optional[str]:
+    """The axis name (as the sweep file writes it) that sets field `full`, or None."""
+    if not isinstance(sweep, dict):
+        return None
+    names = [k for k in sweep if k != "zip"]
+    zips = sweep.get("zip")
+    for group in (zips if isinstance(zips, list) else [zips]) if zips else []:
+        names += list(group) if isinstance(group, dict) else []
+    return next((n for n in names if expand_short(str(n)) == full), None)
 
 
 def _model_of(annotation) -> type[BaseModel] | None:

@@ -102,7 +102,7 @@ class RangeTest:
 
 def load_base(path: str | Path, overrides: list[str] | None = None) -> tuple[RunConfig, list[int], dict, list[str]]:
     """(base config, the sweep's batch sizes, the resolved raw YAML, sweep axes the test ignores)."""
-    sweep = load_sweep(path, overrides or [])
+    sweep = load_sweep(path, overrides or [], warn_axes=False)  # the test uses the base config
     base = parse_run_config({k: v for k, v in sweep.raw.items() if k != "sweep"})
     sizes = sorted({r.config.train.batch_size for r in sweep.runs}) or [base.train.batch_size]
     ignored = [n for n in sweep.axis_names if expand_short(n) not in ("optimizer.lr", "train.batch_size")]
