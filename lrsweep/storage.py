@@ -211,12 +211,22 @@ def read_result(run_dir: Path) -> Optional[dict]:
     return check_result(run_dir)[0]
 
 
-def invalid_results(sweep_dir: Path) -> list[tuple[Path, str]]:
-    """(result.json, why) for every run folder whose result.json is unreadable or invalid."""
+def scan_results(sweep_dir: Path) -> tuple[dict[str, dict], list[tuple[Path, str]]]:
+    """One pass over the run folders: (folder name -> runs.csv row of every finished run,
+    [(result.json, why) for every one that is unreadable or not a run record])."""
+    rows: dict[str, dict] = {}
+    invalid: list[tuple[Path, str]] = []
     if not sweep_dir.is_dir():
-        return []
-    found = [(p / RESULT, check_result(p)[1]) for p in sorted(sweep_dir.iterdir()) if p.is_dir()]
-    return [(f, why) for f, why in found if why]
+        return rows, invalid
+    for p in sorted(sweep_dir.iterdir()):
+        if not p.is_dir():
+            continue
+        result, why = check_result(p)
+        if why:
+            invalid.append((p / RESULT, why))
+        elif result is not None:
+            rows[p.name] = index_row(result)
+    return rows, invalid
 
 
 def finished_ids(sweep_dir: Path) -> set[str]:
@@ -294,9 +304,7 @@ def index_row(result: dict) -> dict:
 
 def read_index_rows(sweep_dir: Path) -> dict[str, dict]:
     """run folder name -> runs.csv row, from the result.json files (the source of truth)."""
-    if not sweep_dir.is_dir():
-        return {}
-    return {p.name: index_row(r) for p in sweep_dir.iterdir() if p.is_dir() and (r := read_result(p))}
+    return scan_results(sweep_dir)[0]
 
 
 def write_index(sweep_dir: Path, rows: dict[str, dict]) -> pd.DataFrame:

@@ -177,9 +177,9 @@ def run_sweep(sweep: Sweep, out_root: str | Path = "runs", callback: Optional[Ca
         storage.remove_stale_temp(sweep_dir)
         storage.check_sweep_folder(sweep_dir)
         claim_folder(sweep_dir, sweep.raw, add_experiment)
-        for path, why in storage.invalid_results(sweep_dir):
+        rows, invalid = storage.scan_results(sweep_dir)  # every result.json read once
+        for path, why in invalid:
             warnings.warn(LrsweepWarning(f"{path}: {why}; the run counts as unfinished and is trained again"))
-        rows = storage.read_index_rows(sweep_dir)
         folders = finished_folders(sweep_dir, rows, {r.run_id for r in sweep.runs})
         todo = [r for r in sweep.runs if r.run_id not in folders or rows[folders[r.run_id]]["status"] in retry]
         storage.check_sweep_folder(sweep_dir, [folders.get(r.run_id, r.run_id) for r in todo])
