@@ -51,9 +51,10 @@ def describe(diffs: list[tuple[str, Any, Any]], limit: int = 4) -> str:
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
-def base_fields(raw: dict) -> Optional[dict[str, Any]]:
-    """The experiment fields of a resolved sweep file (its base config, less its axes), or None
-    when it no longer parses (written by another version: the run ids decide then)."""
+def base_fields(raw: dict) -> Optional[tuple[dict[str, Any], set[str]]]:
+    """(the experiment fields of a resolved sweep file — its base config, less its axes — and
+    its axes' full names), or None when it no longer parses (written by another version: the
+    run ids decide then)."""
     from lrsweep.config.grid import build_sweep
     from lrsweep.errors import UserError
 
@@ -63,16 +64,15 @@ def base_fields(raw: dict) -> Optional[dict[str, Any]]:
         return None
     if not sweep.runs:
         return None
-    return experiment_fields(sweep.runs[0].config, sweep.axis_names)
+    return (experiment_fields(sweep.runs[0].config, sweep.axis_names),
+            {expand_short(a) for a in sweep.axis_names})
 
 
 def sweep_differences(old_raw: dict, new_raw: dict) -> list[tuple[str, Any, Any]]:
     """How the experiment of sweep file `new_raw` differs from that of `old_raw`. Axes of either
     file are not compared (adding values to an axis, or a new axis, is the same experiment)."""
-    from lrsweep.config.grid import build_sweep
-
     old, new = base_fields(old_raw), base_fields(new_raw)
     if old is None or new is None:
         return []
-    axes = {expand_short(a) for raw in (old_raw, new_raw) for a in build_sweep(raw).axis_names}
-    return [d for d in differences(old, new) if not _varied(d[0], axes)]
+    axes = old[1] | new[1]
+    return [d for d in differences(old[0], new[0]) if not _varied(d[0], axes)]
