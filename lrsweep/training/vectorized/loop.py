@@ -106,17 +106,17 @@ class _Member:
         self.state: Optional[dict] = None  # final state_dict, when asked for
 
 
-def _seed_rows(active: list[_Member], device) -> Optional[torch.Tensor]:
-    """For batched inputs: the row of its seed's batch each member takes (None: one shared seed)."""
+def _seed_rows(active: list[_Member], device) -> tuple[list[int], Optional[torch.Tensor]]:
+    """The live members' seeds, and for batched inputs the row of its seed's batch each member
+    takes (None: one shared seed). Fixed while the members are: computed once per block."""
     seeds = list(dict.fromkeys(m.cfg.train.seed for m in active))
     if len(seeds) == 1:
-        return None
-    return torch.tensor([seeds.index(m.cfg.train.seed) for m in active], device=device)
+        return seeds, None
+    return seeds, torch.tensor([seeds.index(m.cfg.train.seed) for m in active], device=device)
 
 
-def _batch(data: Data, samplers: dict, active: list[_Member], step: int, which: Optional[torch.Tensor]):
+def _batch(data: Data, samplers: dict, seeds: list[int], which: Optional[torch.Tensor], step: int):
     """The step's inputs: [B, ...] shared when every live member has one seed, else [M, B, ...]."""
-    seeds = list(dict.fromkeys(m.cfg.train.seed for m in active))
     if which is None:
         idx = samplers[seeds[0]].indices(step)
         return data.normalize(data.train_x[idx]), data.train_y[idx], False
@@ -160,12 +160,12 @@ def _loop(cfgs, data, device, on_step, states, stack, bud: Budget, cl: bool) -> 
         end = _block_end(step, active, bud, eval_every, sync_every)
         lrs = [[m.sched.lr(s) for m in active] for s in range(step, end)]  # fixed between evaluations
         lr_dev = torch.tensor(lrs, dtype=torch.float64, device=device)  # one copy per block
-        which = _seed_rows(active, device)
+        seeds, which = _seed_rows(active, device)
         stats, times = [], []
         block_start = time.perf_counter()
         for k in range(end - step):
             t0 = time.perf_counter()
-            x, y, batched = _batch(data, samplers, active, step + k, which)
+            x, y, batched = _batch(data, samplers, seeds, which, step + k)
             t1 = time.perf_counter()
             losses, correct, grads = stack.train_step(x, y, batched, cl)
             with torch.no_grad():
