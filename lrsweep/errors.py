@@ -59,10 +59,6 @@ class ParameterError(UserError):
         self.message = message
         super().__init__(f"{param}: {message}" if self.named else message)
 
-    def renamed(self, name: str) -> "ParameterError":
-        """The same error under another name (the CLI's flag for the parameter)."""
-        return ParameterError(name, self.message)
-
     def with_flags(self, flags: dict[str, str]) -> UserError:
         """The message as the CLI shows it, with parameters written as flags (`flags`: e.g.
         {"min_lr": "--min-lr"}): the subject, and every other parameter the message names in

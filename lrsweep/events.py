@@ -6,7 +6,7 @@ The library never prints; it calls `callback(event)` with one of these, and the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Union
 
 
 @dataclass(frozen=True)
@@ -74,5 +74,3 @@ def with_worker(event: Event, worker: int) -> Event:
         return dataclasses.replace(event, worker=worker)
     return event
 
-
-OptionalCallback = Optional[Callback]
