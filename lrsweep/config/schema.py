@@ -12,10 +12,12 @@ Field roles are declared here, on the fields, and nowhere else (roles.py reads t
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Optional, Union, get_args
+from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from lrsweep.config.base import Strict
+from lrsweep.config.train_options import BatchScheduleConfig, NoiseScaleConfig, StallConfig
 from lrsweep.errors import quote
 
 NOT_IDENTITY = {"identity": False}
@@ -37,13 +39,6 @@ MAX_NAME_BYTES = 255  # the sweep's folder name (most file systems' limit)
 SHORT_NAMES = {"lr": "optimizer.lr", "batch_size": "train.batch_size", "seed": "train.seed"}
 
 
-def _numeric(annotation) -> bool:
-    """Whether a field holds numbers (int, float, Optional/Union/list/tuple of them), not bools."""
-    if annotation in (int, float):
-        return True
-    return any(_numeric(a) for a in get_args(annotation))
-
-
 def _check_factory(kind: str, names: tuple, name, factory) -> None:
     """A section takes a `name` or a `factory` "package.module:function" (ValueError if not)."""
     if (name is None) == (factory is None):
@@ -53,23 +48,9 @@ def _check_factory(kind: str, names: tuple, name, factory) -> None:
         raise ValueError(f"factory: expected \"package.module:function\", got {factory!r}")
 
 
-def _has_bool(value) -> bool:
-    return isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value))
 
-
-class _Strict(BaseModel):
-    # allow_inf_nan=False: NaN and inf are refused in every float field (`epochs: .inf` trains forever).
-    model_config = ConfigDict(extra="forbid", validate_assignment=False, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_numbers(cls, v, info):
-        """pydantic takes `true` for 1 in a number field (a batch size of `true` trained with B = 1)."""
-        if _has_bool(v) and _numeric(cls.model_fields[info.field_name].annotation):
-            shown = str(v).lower() if isinstance(v, bool) else "[" + ", ".join(
-                str(x).lower() if isinstance(x, bool) else repr(x) for x in v) + "]"
-            raise ValueError(f"expected a number, got {shown}")
-        return v
+class _Strict(Strict):
+    pass
 
 
 class SyntheticConfig(_Strict):
@@ -304,6 +285,13 @@ class TrainConfig(_Strict):
     sync_every: int = Field(16, ge=1, json_schema_extra={**MEMBER, **NOT_IDENTITY})
     # bf16: forward passes under torch.autocast(bfloat16); vectorized engine only. Part of the run id.
     precision: Literal["fp32", "bf16"] = Field("fp32", json_schema_extra=IDENTITY_UNLESS_DEFAULT)
+    # Optional parts (train_options.py), off by default; each is part of the run id once set.
+    # noise_scale: log B_simple (McCandlish et al. 2018) every N steps; both engines.
+    noise_scale: Optional[NoiseScaleConfig] = Field(None, json_schema_extra=IDENTITY_UNLESS_DEFAULT)
+    # batch_schedule: multiply B at given epochs/steps (Smith et al. 2017); sequential engine.
+    batch_schedule: Optional[BatchScheduleConfig] = Field(None, json_schema_extra=IDENTITY_UNLESS_DEFAULT)
+    # stop_if_stalled: stop a run whose smoothed loss has not fallen (status `stalled`).
+    stop_if_stalled: Optional[StallConfig] = Field(None, json_schema_extra={**MEMBER, **IDENTITY_UNLESS_DEFAULT})
 
     @field_validator("epochs", "steps", "examples")
     @classmethod
