@@ -55,6 +55,16 @@ FORMULAS = {
     "linear_rule": "ε(B0)·B/B0", "sqrt_rule": "ε(B0)·(B/B0)^0.5",
 }
 
+# What readers see (plot legends, terminal, report): one name per law, the same everywhere.
+LABELS = {
+    "linear": "linear law (α = 1)", "sqrt": "square-root law (α = 0.5)", "power": "power law (α free)",
+    "surge": "surge law (Adam)", "linear_rule": "linear rule", "sqrt_rule": "square-root rule",
+}
+
+
+def law_label(law: str) -> str:
+    return LABELS.get(law, law.replace("_", " "))
+
 
 def law_value(law: str, params: dict, B) -> np.ndarray:
     """The LR a fitted law (a row of fit_laws) gives at batch size(s) B."""
