@@ -16,6 +16,7 @@ class RunStatus(str, Enum):
     COMPLETE = "complete"
     DIVERGED = "diverged"
     FAILED = "failed"
+    STALLED = "stalled"  # stopped by train.stop_if_stalled; scored like a diverged run
 
     def __str__(self) -> str:  # f-strings and tables show the value
         return self.value
@@ -62,6 +63,7 @@ class RunResult:
     group_size: Optional[int] = None
     stop_reason: Optional[str] = None  # budget, stop_after_target, nonfinite_loss, loss_blowup
     engine_note: Optional[str] = None  # why the engine asked for did not train it (a fallback)
+    noise_scale: Optional[dict] = None  # train.noise_scale's summary (training/noise_scale.py), when set
     traceback: Optional[str] = None
     steps_to_train_loss: Optional[int] = None
     examples_to_train_loss: Optional[int] = None

@@ -61,6 +61,7 @@ def _aggregate(d: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         n=("_score", "size"),
         n_diverged=("status", lambda s: int((s == "diverged").sum())),
         n_failed=("status", lambda s: int((s == "failed").sum())),
+        n_stalled=("status", lambda s: int((s == "stalled").sum())),
         n_learned=("_learned", "sum"), n_valued=("_score", lambda s: int(np.isfinite(s).sum())),
     ).reset_index()
     out["std"] = out["std"].where(np.isfinite(out["mean"]) & (out["n"] >= 2))
@@ -76,8 +77,9 @@ def cell_table(runs: Runs, metric: str) -> pd.DataFrame:
 def _failure(c, metric: str) -> str:
     """What happened in a cell (a row of _aggregate) that did not train, in words; "" if it did."""
     n, parts = int(c.n), []
-    unlearned = n - int(c.n_diverged) - int(c.n_failed) - int(c.n_learned)
-    for count, what in ((c.n_diverged, "diverged"), (c.n_failed, "failed"), (unlearned, "stayed at chance")):
+    unlearned = n - int(c.n_diverged) - int(c.n_stalled) - int(c.n_failed) - int(c.n_learned)
+    for count, what in ((c.n_diverged, "diverged"), (c.n_stalled, "stalled"), (c.n_failed, "failed"),
+                        (unlearned, "stayed at chance")):
         if count:
             parts.append(what if count == n else f"{what} ({int(count)} of {n} seeds)")
     if not parts and not np.isfinite(c.mean):
@@ -89,7 +91,7 @@ def _failure(c, metric: str) -> str:
 
 def _counts(d: pd.DataFrame) -> str:
     st = d["status"].value_counts()
-    return ", ".join(f"{int(st[k])} {k}" for k in ("complete", "diverged", "failed") if st.get(k))
+    return ", ".join(f"{int(st[k])} {k}" for k in ("complete", "diverged", "stalled", "failed") if st.get(k))
 
 
 def _no_best(d: pd.DataFrame, metric: str, best_lr: float) -> str:
@@ -103,7 +105,7 @@ def _no_best(d: pd.DataFrame, metric: str, best_lr: float) -> str:
             return f"no LR where every seed reached the target ({valued} of {n} runs did; {counts})"
     if not d["_learned"].any():
         if not (d["status"] == "complete").any():
-            return f"every run diverged or failed ({counts})"
+            return f"every run diverged, stalled or failed ({counts})"
         return f"no run learned: the complete ones stayed at chance ({counts})"
     if not np.isfinite(best_lr):
         return f"no LR where every seed has a value ({valued} of {n} runs do; {counts})"
@@ -188,13 +190,13 @@ def expected_runs(sweep_dirs: list) -> tuple[pd.DataFrame, list[str]]:
 
 
 def cell_counts(runs: Runs, expected: pd.DataFrame) -> pd.DataFrame:
-    """Per cell (cell_keys): runs asked for, complete, diverged, failed, missing.
+    """Per cell (cell_keys): runs asked for, complete, diverged, stalled, failed, missing.
 
     Matched by cell values, not run ids: ids hash the whole config, so a sweep finished by an
     older lrsweep (or with a since-edited base config) still has its runs counted where they
     belong. missing = asked for − finished, never below 0."""
     df, keys = runs.df, cell_keys(runs)
-    states = ("complete", "diverged", "failed")
+    states = ("complete", "diverged", "stalled", "failed")
     done = df[keys].assign(**{c: (df["status"] == c).astype(int) for c in states})
     out = done.groupby(keys, dropna=False)[list(states)].sum()
     if not expected.empty and set(keys) <= set(expected.columns):

@@ -102,7 +102,7 @@ def find_optimum(lrs, values, higher: bool, log_metric: bool = False, failures=N
     score = sign * values  # larger is better from here on
     nan = math.nan
     if not np.isfinite(score).any():
-        every = "every LR diverged or failed" if all(f in ("diverged", "failed", "diverged or failed")
+        every = "every LR diverged or failed" if all(f in ("diverged", "stalled", "failed", "diverged or failed")
                                                     for f in failures) else "no LR has a value"
         return Optimum(nan, nan, nan, False, False, "", nan, nan, every)
     i = int(np.nanargmax(np.where(np.isfinite(score), score, -np.inf)))

@@ -53,6 +53,7 @@ def run(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs"), name
         add_experiment: Annotated[bool, typer.Option("--add-experiment", help="Train into a folder that holds another experiment (a different budget, model, ...), keeping both; summarize analyses them apart.")] = False,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Rerun failed runs.")] = False,
         retry_diverged: Annotated[bool, typer.Option("--retry-diverged", help="Rerun diverged runs (divergence is a result: only when asked).")] = False,
+        retry_stalled: Annotated[bool, typer.Option("--retry-stalled", help="Rerun runs stopped by train.stop_if_stalled.")] = False,
         metric: Annotated[ResultMetric, typer.Option(help="Metric for the closing best-LR table.")] = ResultMetric.final_val_acc,
         workers: Annotated[Optional[int], typer.Option("--workers", help="Worker processes (default: $LRSWEEP_WORKERS, else one per GPU, else on CPU one single-threaded worker per core; 1 = in this process).")] = None,
         devices: Annotated[Optional[str], typer.Option("--devices", help="GPU ids the workers are pinned to, e.g. 0,2,3.")] = None,
@@ -78,7 +79,7 @@ def run(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs"), name
     if max_members is not None:
         set_.append(f"train.max_members={max_members}")
     sweep = load_sweep(config, set_, max_runs=max_runs)
-    retry = ("failed",) * retry_failed + ("diverged",) * retry_diverged
+    retry = ("failed",) * retry_failed + ("diverged",) * retry_diverged + ("stalled",) * retry_stalled
     pool = make_executor(sweep.runs, executor.value, workers=workers, devices=devices, max_retries=max_retries,
                          address=address, gpus_per_task=gpus_per_task, connect_timeout=connect_timeout)
     progress = make_progress(console)

@@ -29,7 +29,7 @@ def render(report: Report, images: dict[int, dict[str, str]]) -> str:
     L = [f"# lrsweep report: {', '.join(r.sweeps)}", "",
          f"Best LR judged by **{r.metric}** ({'higher' if r.higher else 'lower'} is better), seeds averaged; "
          f"diverged and failed runs count as the worst value. Runs: {n.get('complete', 0)} complete, "
-         f"{n.get('diverged', 0)} diverged, {n.get('failed', 0)} failed, {missing} not run yet.", ""]
+         f"{n.get('diverged', 0)} diverged, {n.get('stalled', 0)} stalled, {n.get('failed', 0)} failed, {missing} not run yet.", ""]
     if r.warnings:
         L += ["Warnings:", ""] + [f"- {w}" for w in r.warnings] + [""]
     for i, g in enumerate(r.groups):
@@ -84,10 +84,10 @@ def _group(r: Report, g: Group, img: dict[str, str]) -> list[str]:
         L += _img(img, "critical_batch")
     for name in ("loss_vs_step", "loss_vs_examples", "oscillation", "grad_norm"):
         L += _img(img, name)
-    partial = g.cells[(g.cells[["diverged", "failed", "missing"]].sum(axis=1) > 0)]
+    partial = g.cells[(g.cells[["diverged", "stalled", "failed", "missing"]].sum(axis=1) > 0)]
     if len(partial):
         L += ["### Cells with diverged, failed or missing runs", "",
-              markdown.table(partial[["batch_size", "lr", "expected", "complete", "diverged", "failed", "missing"]]), ""]
+              markdown.table(partial[["batch_size", "lr", "expected", "complete", "diverged", "stalled", "failed", "missing"]]), ""]
     if g.warnings:
         L += ["Notes:", ""] + [f"- {w}" for w in g.warnings] + [""]
     return L
