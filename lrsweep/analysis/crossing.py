@@ -25,7 +25,8 @@ Afterwards the whole curve is known, so summarize reads S from a two-sided trend
   logged steps around the crossing (log_every > 1 costs no resolution as long as the window
   holds MIN_POINTS logged steps; `sparse` says when it does not, and S can then be ~10% late).
 
-Not fooled by one noisy low point: it moves the trend by at most MAX_INFLUENCE of its dip, and
+The trend is kept within the lowest and highest logged loss of its window (a spike elsewhere
+in the window cannot drag a parabola below every loss around it). Not fooled by one noisy low point: it moves the trend by at most MAX_INFLUENCE of its dip, and
 in the middle of a window of n points by ≈ 2.25/n (0.07 for the 31 steps around S = 20; the
 trainer's EMA weighs its newest loss 0.1). Unlike a fit of one global curve shape, nothing is
 assumed about how the loss falls.
@@ -64,6 +65,24 @@ def _windows(x: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     reach = np.maximum(x[at][:, None] - x[starts], x[starts + m - 1] - x[at][:, None])
     lo_m = starts[np.arange(len(at)), np.argmin(reach, axis=1)]
     return np.where(short, lo_m, lo), np.where(short, lo_m + m, hi)
+
+
+def _range_extreme(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, fn) -> np.ndarray:
+    """fn (np.minimum or np.maximum) of v[..., lo_i:hi_i] for each window, along the last axis,
+    from a sparse table of power-of-two blocks: O(n log n), for many curves at once."""
+    table, width = [v], 1
+    while 2 * width <= v.shape[-1]:
+        prev = table[-1]
+        table.append(fn(prev[..., :-width], prev[..., width:]))
+        width *= 2
+    size = np.maximum(hi - lo, 1)
+    j = np.floor(np.log2(size)).astype(int)
+    out = np.empty(v.shape[:-1] + (len(lo),))
+    for level in np.unique(j):
+        sel = np.nonzero(j == level)[0]
+        t = table[level]
+        out[..., sel] = fn(t[..., lo[sel]], t[..., hi[sel] - (1 << level)])
+    return out
 
 
 def local_trend(steps, loss, at: np.ndarray | None = None, leverage: bool = False):
@@ -106,6 +125,11 @@ def local_trend(steps, loss, at: np.ndarray | None = None, leverage: bool = Fals
         reach = np.sqrt(np.clip(MAX_INFLUENCE - 1 / n, 0, None) * np.where(lin, sxx, 0))
         off = np.clip(-xm, -reach, reach)
         trend = np.where(use_quad, quad, ym + slope * off)
+        # Never outside the losses of its own window: next to a spike (a step loss 10x its
+        # neighbours) a parabola swings far below every loss around it, and a run whose lowest
+        # loss was 2.1 "reached" 0.5 (quickstart, B = 128, LR 1.0). A smoother lies between its data.
+        trend = np.clip(trend, _range_extreme(np.where(ok, y, np.inf), lo, hi, np.minimum),
+                        _range_extreme(np.where(ok, y, -np.inf), lo, hi, np.maximum))
         if not leverage:
             return trend
         # each point's weight on its own trend value, H_ii: quadratic (M^-1)_00; line 1/n + off·(x_i − x̄)/Sxx
