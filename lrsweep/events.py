@@ -18,6 +18,13 @@ class SweepStarted:
 
 
 @dataclass(frozen=True)
+class WorkersStarting:
+    """Worker processes are starting: each imports torch and builds its data before its first
+    run, seconds to tens of seconds in which nothing else is reported."""
+    count: int
+
+
+@dataclass(frozen=True)
 class RunStarted:
     run_id: str
     axes: dict[str, Any]
@@ -58,7 +65,7 @@ class SweepFinished:
     counts: dict[str, int] = field(default_factory=dict)  # status -> runs finished this time
 
 
-Event = Union[SweepStarted, RunStarted, Step, RunFinished, Note, SweepFinished]
+Event = Union[SweepStarted, WorkersStarting, RunStarted, Step, RunFinished, Note, SweepFinished]
 Callback = Callable[[Event], None]
 
 

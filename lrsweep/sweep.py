@@ -19,8 +19,9 @@ an id of an older lrsweep (e.g. from before dataset.root left the id) is recogni
 config.json, so it is never retrained.
 
 Progress goes to `callback(event)` as events.py's dataclasses, in this order: SweepStarted;
-per run RunStarted (from whoever trains it, numbered here), Step..., RunFinished (once its
-files are written); SweepFinished. This module never prints.
+WorkersStarting (from an executor that starts worker processes); per run RunStarted (from
+whoever trains it, numbered here), Step..., RunFinished (once its files are written);
+SweepFinished. This module never prints.
 """
 from __future__ import annotations
 

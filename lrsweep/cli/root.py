@@ -18,13 +18,35 @@ from typing import Annotated, Callable, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from lrsweep.errors import LrsweepWarning, ParameterError, UserError, shorten
 
-# Logs and CI are not terminals: rich would wrap at 80 columns; give tables room instead.
-console = Console(width=None if sys.stdout.isatty() else 160, emoji=False)  # `mod:x:` is not an emoji code
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, emoji=False)
+LOG_WIDTH = 160  # columns of output that is not a terminal, unless COLUMNS says otherwise
+
+
+def _width(stream) -> Optional[int]:
+    """None on a terminal (rich asks it, and follows a resize); else $COLUMNS when set, else
+    LOG_WIDTH: logs and CI are not terminals, and rich would wrap their tables at 80 columns."""
+    try:
+        if stream.isatty():
+            return None
+    except (AttributeError, ValueError):  # a closed or odd stream: a log
+        pass
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else LOG_WIDTH
+
+
+console = Console(width=_width(sys.stdout), emoji=False)  # `mod:x:` is not an emoji code
+err_console = Console(stderr=True, width=_width(sys.stderr), emoji=False)
+
+
+def fit_consoles() -> None:
+    """Size the consoles again for this command: tests and embedding code swap sys.stdout and
+    the environment (COLUMNS) after this module is imported."""
+    console.width, err_console.width = _width(console.file), _width(err_console.file)
+
+
 STATE = {"debug": False}
 SHOWN_LIMIT = 2000  # characters of one error or warning line (library messages are far shorter)
 
@@ -109,6 +131,14 @@ class _Commands(TyperGroup):
             raise typer.Exit(2)
 
 
+def _option_type(self, ctx, _shown=TyperOption.display_type_rich):
+    """The type --help shows after an option: none for an on/off flag, which takes no value
+    (typer shows `<bool>` there, as if `--plots true` were how to write it)."""
+    return None if getattr(self, "is_bool_flag", False) else _shown(self, ctx)
+
+
+TyperOption.display_type_rich = _option_type
+
 app = typer.Typer(cls=_Commands, help="Which learning rate goes with which batch size? Sweep, measure, fit.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
@@ -131,6 +161,7 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks f
           version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                 help="Print lrsweep's version and exit.")] = False):
     STATE["debug"] = debug
+    fit_consoles()
 
 
 def flag(param: str) -> str:

@@ -9,7 +9,7 @@ import typer
 
 from lrsweep.cli.choices import Engine, Executor, ResultMetric
 from lrsweep.cli.root import OutOpt, SetOpt, app, console, err_console, guarded, warn
-from lrsweep.cli.tables import compact_best, print_frame
+from lrsweep.cli.tables import WideOpt, best_title, compact_best, print_frame
 from lrsweep.config.grid import MAX_RUNS
 from lrsweep.errors import StorageError
 
@@ -64,10 +64,10 @@ def run(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs"), name
         engine: Annotated[Optional[Engine], typer.Option("--engine", help="Sets train.engine (default: the config's, auto).")] = None,
         max_members: Annotated[Optional[int], typer.Option("--max-members", help="Vectorized engine: at most this many runs in one stacked model (sets train.max_members).")] = None,
         max_runs: MaxRunsOpt = MAX_RUNS,
-        connect_timeout: Annotated[float, typer.Option("--connect-timeout", help="Ray: seconds to wait for the cluster to answer.")] = RAY_CONNECT_TIMEOUT_S):
+        connect_timeout: Annotated[float, typer.Option("--connect-timeout", help="Ray: seconds to wait for the cluster to answer.")] = RAY_CONNECT_TIMEOUT_S,
+        wide: WideOpt = False):
     """Train every grid cell not yet finished; print the best LR per batch size."""
-    from lrsweep.analysis.cells import best_lr_table
-    from lrsweep.analysis.runs import load_runs
+    from lrsweep.analysis.report import build_report
     from lrsweep.cli.progress import make_progress
     from lrsweep.config.grid import load_sweep
     from lrsweep.execution import make_executor
@@ -82,17 +82,18 @@ def run(config: ConfigArg, set_: SetOpt = None, out: OutOpt = Path("runs"), name
     retry = ("failed",) * retry_failed + ("diverged",) * retry_diverged + ("stalled",) * retry_stalled
     pool = make_executor(sweep.runs, executor.value, workers=workers, devices=devices, max_retries=max_retries,
                          address=address, gpus_per_task=gpus_per_task, connect_timeout=connect_timeout)
-    progress = make_progress(console)
+    progress = make_progress(console, metric.value)
     try:
         outcome = run_sweep(sweep, out, progress, retry=retry, executor=pool, add_experiment=add_experiment)
     finally:
         progress.close()
     counts = ", ".join(f"{v} {k}" for k, v in outcome.counts.items()) or "nothing new"
     console.print(f"{outcome.total} runs in {outcome.sweep_dir} ({outcome.skipped} already finished; this time: {counts})")
-    runs = load_runs(outcome.sweep_dir)
-    if not runs.df.empty:
-        print_frame(compact_best(best_lr_table(runs, metric.value), metric.value),
-                    title=f"best LR per batch size by {metric}", notes="note")
+    if outcome.skipped or outcome.counts:  # some run of the grid is finished
+        # summarize's own best-LR table (its flat ranges too), without reading the loss curves
+        report = build_report(outcome.sweep_dir, metric.value, curves=False)
+        print_frame(compact_best(report.table("best"), metric.value, wide), notes="note", wide=wide,
+                    split=list(report.groups[0].keys), title=best_title(metric.value, report.tolerance))
         console.print(f"next: lrsweep summarize {outcome.sweep_dir}  (fits, plots, report.md)", highlight=False)
     failed = outcome.failed
     if failed:  # the grid is not answered: say so in the exit code, for scripts and CI

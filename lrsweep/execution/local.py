@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterator, Optional
 
 from lrsweep.errors import ParameterError, UserError
-from lrsweep.events import RunStarted, ignore
+from lrsweep.events import RunStarted, WorkersStarting, ignore
 from lrsweep.execution.base import Executor
 from lrsweep.execution.devices import visible_cores
 from lrsweep.execution.messages import Done, EventMsg, Ready, RecordMsg, Stop, UserErrorMsg
@@ -90,6 +90,8 @@ class LocalExecutor(Executor):
         deaths: dict[str, int] = {}
         n = min(self.workers, len(queue))
         self.slots = [_Slot(i, self.devices[i % len(self.devices)] if self.devices else None) for i in range(n)]
+        if n:
+            on_event(WorkersStarting(n))
         try:
             while queue or any(s.unit for s in self.slots):
                 for s in self.slots:
