@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from lrsweep.cli.choices import RampMode, Suggestion, TableOrJson
-from lrsweep.cli.root import SetOpt, app, console, err_console, guarded
+from lrsweep.cli.root import SetOpt, app, console, err_console, guarded, warn
 from lrsweep.cli.tables import print_frame
 
 
@@ -56,6 +56,7 @@ def range_test(config: Annotated[Path, typer.Argument(help="Sweep YAML file: its
         write_sweep(raw, test, emit_sweep)
     if format_ == TableOrJson.json:
         sys.stdout.write(paths["json"].read_text())
+        _warn_min_lr(test)
         return
     if ignored:
         console.print(f"note: the test uses the base config; sweep axes {', '.join(ignored)} are ignored")
@@ -67,3 +68,11 @@ def range_test(config: Annotated[Path, typer.Argument(help="Sweep YAML file: its
     console.print(f"wrote {paths['csv'].parent}/: {', '.join(p.name for p in paths.values())}", highlight=False)
     if emit_sweep:
         console.print(f"wrote {emit_sweep}: check it with `lrsweep plan {emit_sweep}`", highlight=False)
+    _warn_min_lr(test)
+
+
+def _warn_min_lr(test) -> None:
+    """A warning per batch size whose chosen suggestion depends on --min-lr (suggest.min_lr_check)."""
+    for b, found in sorted(test.suggestions.items()):
+        if found[test.suggest].warning:
+            warn(f"B={b}: {found[test.suggest].warning}")

@@ -36,7 +36,9 @@ def save(test: RangeTest, out_dir: str | Path) -> dict[str, Path]:
     write_csv(paths["csv"], frame.to_dict(orient="list"))
     write_json(paths["json"], test.to_json())
     marks = {b: {n: s.lr for n, s in ss.items()} for b, ss in test.suggestions.items()}
-    ax = plot_range_test(frame, marks, chosen=test.suggest, title=f"LR range test: {test.name} "
+    warned = {b: ss[test.suggest].warning for b, ss in test.suggestions.items()
+              if test.suggest in ss and ss[test.suggest].warning}
+    ax = plot_range_test(frame, marks, chosen=test.suggest, warnings=warned or None, title=f"LR range test: {test.name} "
                          f"({test.settings['optimizer']['name']}, {test.settings['mode']} ramp)")
     ax.figure.savefig(paths["png"], dpi=120)
     return paths
