@@ -14,7 +14,7 @@ from lrsweep.analysis.metrics import chance_accuracy
 from lrsweep.errors import UserError
 
 # Keys of result.json that are nested or bulky; not DataFrame columns.
-_NESTED = ("axes", "targets", "epoch_times", "traceback")
+_NESTED = ("axes", "targets", "epoch_times", "traceback", "batch_schedule")
 # The column (and group axis) that tells experiments of one folder apart (config/experiment.py).
 EXPERIMENT = "experiment"
 
@@ -51,7 +51,10 @@ def _is_sweep(p: Path) -> bool:
 
 
 def hashable(value):
-    """List values of an axis (optimizer.betas, schedule.stepvalues) as tuples, so pandas can group them."""
+    """List values of an axis (optimizer.betas, schedule.stepvalues) as tuples, and mappings
+    (train.batch_schedule) as their JSON text, so pandas can group them."""
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(", ", ": "))
     return tuple(hashable(v) for v in value) if isinstance(value, list) else value
 
 

@@ -8,7 +8,9 @@ Which engine (`resolve_engine`): the `engine` argument unless it is None or `aut
 run's `train.engine`; `auto` means, from measurements (README, "Speed: engines and benchmark"),
 vectorized on CUDA and sequential on the CPU, where parallelism comes from the executor (one
 single-threaded worker per core) and one-run units balance best over workers. Neither changes
-a run's id.
+a run's id. Runs the vectorized engine cannot train (adafactor, checkpoints, a batch schedule)
+train sequentially; a batch schedule's fallback is said (`note:`, result.json's engine_note),
+as its runs are otherwise like those the vectorized engine groups.
 
 Grouping (`group_key`): runs share a vectorized unit when their configs are equal except for
 the fields declared MEMBER on the schema (config/schema.py: the optimizer's scalar settings,
@@ -56,6 +58,7 @@ class WorkUnit:
     engine: Engine
     specs: tuple[RunSpec, ...]
     run_dirs: tuple[Optional[Path], ...]
+    note: Optional[str] = None  # why these runs train on another engine than asked (a fallback)
 
     @property
     def run_ids(self) -> list[str]:
@@ -88,17 +91,31 @@ def resolve_engine(cfg: RunConfig, engine: Optional[str] = None) -> Engine:
 
         raise ParameterError("engine", f"expected one of ({', '.join(ENGINE_CHOICES)}), got {engine!r}")
     t = cfg.train
-    choice = engine if engine not in (None, "auto") else t.engine
+    choice = _asked(cfg, engine, resolve_auto=False)
     if t.precision == "bf16":  # only the vectorized engine implements it
-        if choice == "sequential" or not vectorizable(cfg) or t.checkpoint != "none":
+        if choice == "sequential" or not vectorizable(cfg) or t.checkpoint != "none" or t.batch_schedule is not None:
             raise ConfigError("train.precision", "bf16 is implemented by the vectorized engine only "
-                                                 "(not with engine: sequential, adafactor or checkpoint: epoch)")
+                              "(not with engine: sequential, adafactor, checkpoint: epoch or a batch_schedule)")
         return Engine.VECTORIZED
-    if choice == "auto":
-        choice = "vectorized" if resolve_device(t.device).type == "cuda" else "sequential"
-    if choice == "vectorized" and (not vectorizable(cfg) or t.checkpoint != "none"):
-        return Engine.SEQUENTIAL  # adafactor, and runs that checkpoint (sequential's resume), train alone
+    choice = _asked(cfg, engine)
+    if choice == "vectorized" and (not vectorizable(cfg) or t.checkpoint != "none" or t.batch_schedule is not None):
+        return Engine.SEQUENTIAL  # adafactor, runs that checkpoint (sequential's resume) or grow B, train alone
     return Engine(choice)
+
+
+def _asked(cfg: RunConfig, engine: Optional[str], resolve_auto: bool = True) -> str:
+    """The engine asked for: the argument, else train.engine; `auto` decided by the device."""
+    choice = engine if engine not in (None, "auto") else cfg.train.engine
+    if choice == "auto" and resolve_auto:
+        choice = "vectorized" if resolve_device(cfg.train.device).type == "cuda" else "sequential"
+    return choice
+
+
+def fallback_note(cfg: RunConfig, engine: Optional[str] = None) -> Optional[str]:
+    """Why a run the vectorized engine would train goes to the sequential one, or None."""
+    if _asked(cfg, engine) == "vectorized" and cfg.train.batch_schedule is not None:
+        return "train.batch_schedule is implemented by the sequential engine only: its runs train sequentially"
+    return None
 
 
 def effective_config(cfg: RunConfig, engine: Engine | str) -> RunConfig:
@@ -123,10 +140,11 @@ def plan_units(specs: list[RunSpec], sweep_dir: Optional[Path] = None,
     run folders (and so checkpoints) live; None: no checkpoints."""
     groups: dict[str, list[RunSpec]] = {}
     engines: dict[str, Engine] = {}
+    notes: dict[str, Optional[str]] = {}
     for i, spec in enumerate(specs):
         e = resolve_engine(spec.config, engine)
         key = "v" + group_key(spec.config) if e is Engine.VECTORIZED else f"s{i}"
-        engines[key] = e
+        engines[key], notes[key] = e, fallback_note(spec.config, engine)
         groups.setdefault(key, []).append(
             RunSpec(spec.run_id, spec.axes, effective_config(spec.config, e)))
     units = []
@@ -134,7 +152,7 @@ def plan_units(specs: list[RunSpec], sweep_dir: Optional[Path] = None,
         limit = group[0].config.train.max_members or len(group)
         for i in range(0, len(group), limit):
             chunk = tuple(group[i:i + limit])
-            units.append(WorkUnit(engines[key], chunk, ()).relocated(Path(sweep_dir) if sweep_dir else None))
+            units.append(WorkUnit(engines[key], chunk, (), notes[key]).relocated(Path(sweep_dir) if sweep_dir else None))
     return units
 
 
@@ -222,9 +240,13 @@ def train_unit(unit: WorkUnit, on_event: Callback = ignore) -> Iterator[RunRecor
             records: Iterator[RunRecord] = _train_vectorized(unit, on_event)
         else:
             def one_by_one():
+                if unit.note:
+                    on_event(Note(unit.note))
                 for spec, run_dir in zip(unit.specs, unit.run_dirs):
                     on_event(RunStarted(spec.run_id, spec.axes))
-                    yield _train_one(spec, run_dir, on_event)
+                    rec = _train_one(spec, run_dir, on_event)
+                    rec.result.engine_note = unit.note
+                    yield rec
             records = one_by_one()
         for rec in records:
             left.pop(rec.run_id, None)
