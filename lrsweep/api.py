@@ -148,7 +148,10 @@ def summarize(paths: str | Path | Sequence[str | Path], metric: str = "final_val
                      the flat range (flat_lo, flat_hi), each law's LR, note
           "fits"     per scaling law, best first: law, rank, params, B_noise and its interval,
                      se_log10 (residual error in decades), note
-          "critical" per train-loss target: B_noise, S_min, E_min with intervals, r2, note
+          "critical" per train-loss target: B_noise, S_min, E_min with intervals, r2, note,
+                     then the B_noise comparison (B_peak, B_simple with intervals, ...)
+          "bnoise"   per train-loss target, B_noise three ways with intervals: the S-E fit
+                     (B_noise), the fitted surge law's peak (B_peak), B_simple at the target
           "cells"    per (batch size, LR): the metric's mean, std, n, counts incl. missing runs
       .groups      list of Group, one per group of runs (an extra axis such as
                    optimizer.name, or several sweeps): .label, .keys, .cells, .best, .fits,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrsweep.analysis import critical
+from lrsweep.analysis import bootstrap, critical
 
 
 def test_smoothed_loss_is_the_trainers_bias_corrected_ema():
@@ -121,3 +121,16 @@ def test_oscillation_is_larger_for_noisier_curves():
     quiet = critical.oscillation(pd.DataFrame({"train_loss": trend + rng.normal(0, 0.01, 300)}))
     loud = critical.oscillation(pd.DataFrame({"train_loss": trend + rng.normal(0, 0.1, 300)}))
     assert quiet == pytest.approx(0.01, rel=0.2) and loud == pytest.approx(0.1, rel=0.2)
+
+
+def test_critical_fit_returns_the_b_noise_replicates_its_interval_is_made_of(tmp_path):
+    steps = np.arange(1, 301)
+    rng = np.random.default_rng(0)
+    runs = pd.DataFrame([write_run(tmp_path, f"r{B}", B, 0.1, (0.1 + 2.0 / (1 + 4.5 * steps / (20 * (1 + 40 / B))))
+                                   * np.exp(rng.normal(0, 0.05, len(steps))), smoothing=0.0) for B in (8, 32, 128, 512)])
+    table, _ = critical.curve_table(runs, [0.5])
+    assert table["b_simple@0.5"].isna().all()  # metrics.csv has no b_simple column: no B_simple
+    pts, fit, reps = critical.critical_fit(runs, table, 0.5)
+    assert fit["B_noise"] == pytest.approx(40, rel=0.1) and len(reps) == critical.N_BOOT
+    assert bootstrap.interval(reps) == (fit["B_noise_lo"], fit["B_noise_hi"])  # the same replicates
+    assert np.median(reps) == pytest.approx(fit["B_noise"], rel=0.05)

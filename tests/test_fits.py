@@ -58,15 +58,16 @@ def test_too_few_points_skip_laws_and_exact_fits_are_not_made():
     # A law needs one point more than its parameters: two points fit any 2-parameter law exactly
     # and say nothing about it (these laws used to be fitted and shown unranked).
     df, warnings = fit_laws([16, 64], [0.01, 0.03])
-    assert warnings == ["linear, sqrt, power, surge not fitted: 2 batch size(s) with a bracketed optimum, need 3 (4 for power)"]
+    assert warnings == ["linear, sqrt, power, surge, saturating not fitted: 2 batch size(s) with a bracketed optimum, "
+                        "need 3 (4 for power, saturating)"]
     assert set(df["law"]) == {"linear_rule", "sqrt_rule"}
     assert df[df["kind"] == "fit"]["rank"].isna().all()
     assert df[df["kind"] == "rule"]["rank"].notna().all()
     three, warnings = fit_laws([16, 64, 256], [0.01, 0.03, 0.05])
-    assert warnings == ["power not fitted: 3 batch size(s) with a bracketed optimum, need 4"]
+    assert warnings == ["power, saturating not fitted: 3 batch size(s) with a bracketed optimum, need 4"]
     assert set(three["law"]) == {"linear", "sqrt", "surge", "linear_rule", "sqrt_rule"}
     empty, warnings = fit_laws([], [])
-    assert empty.empty and warnings[0].startswith("linear, sqrt, power, surge not fitted: 0 batch size(s)")
+    assert empty.empty and warnings[0].startswith("linear, sqrt, power, surge, saturating not fitted: 0 batch size(s)")
     assert warnings[0].endswith("no rule either (they need 2)")
 
 

@@ -160,9 +160,9 @@ def test_cell_counts_match_by_cell_not_run_id():
     asked = pd.DataFrame({"run_id": ["n1", "n2", "n3", "n4", "n5"], "batch_size": [8, 8, 16, 16, 16],
                           "lr": [0.1, 1.0, 0.1, 1.0, 1.0], "seed": [0, 0, 0, 0, 1]})
     c = cell_counts(runs, asked).set_index(["batch_size", "lr"])
-    assert c.loc[(8, 0.1)].tolist() == [1, 1, 0, 0, 0]  # expected, complete, diverged, failed, missing
-    assert c.loc[(8, 1.0)].tolist() == [1, 0, 1, 0, 0]
-    assert c.loc[(16, 1.0)].tolist() == [2, 0, 0, 0, 2]
+    assert c.loc[(8, 0.1)].tolist() == [1, 1, 0, 0, 0, 0]  # expected, complete, diverged, stalled, failed, missing
+    assert c.loc[(8, 1.0)].tolist() == [1, 0, 1, 0, 0, 0]
+    assert c.loc[(16, 1.0)].tolist() == [2, 0, 0, 0, 0, 2]
     alone = cell_counts(runs, pd.DataFrame())  # no sweep file: nothing counted as missing
     assert alone["missing"].sum() == 0 and alone["expected"].tolist() == [1, 1, 1]
 

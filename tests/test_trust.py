@@ -64,7 +64,7 @@ def test_a_one_lr_sweep_fits_no_law_and_says_why(tmp_path):
     assert g.fits.empty and not g.best["bracketed"].any()
     assert g.best["note"].str.contains("one LR only").all()
     (w,) = [x for x in g.warnings if "not fitted" in x]
-    assert w.startswith("linear, sqrt, power, surge not fitted: 0 batch size(s) with a bracketed optimum")
+    assert w.startswith("linear, sqrt, power, surge, saturating not fitted: 0 batch size(s) with a bracketed optimum")
     write_report(rep, tmp_path / "rep", with_plots=False)
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "No fit: 0 batch size(s) with a bracketed optimum" in md

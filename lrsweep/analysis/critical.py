@@ -28,7 +28,7 @@ import pandas as pd
 from scipy.signal import lfilter
 
 from lrsweep import storage
-from lrsweep.analysis import bootstrap, crossing
+from lrsweep.analysis import bootstrap, crossing, noise
 
 DEFAULT_SMOOTHING = 0.9  # config.py's default, for runs whose config.json lacks the field
 # Per-step oscillation is the spread of the loss around a centred moving average of this many
@@ -105,7 +105,8 @@ def oscillation(metrics: pd.DataFrame) -> float:
 
 def curve_table(runs: pd.DataFrame, targets: list[float], after_steps: int = 10) -> tuple[pd.DataFrame, list[str]]:
     """One row per complete run: S and E per target, loss drop per target, oscillation and mean
-    gradient norm. Columns S@<t>, E@<t> (lag-free), S_ema@<t> (the trainer's read-off), drop@<t>.
+    gradient norm. Columns S@<t>, E@<t> (lag-free), S_ema@<t> (the trainer's read-off), drop@<t>,
+    b_simple@<t> (the logged gradient noise scale where S_ema@<t> is read: noise.b_simple_at).
     A missing or unreadable metrics.csv is skipped with a warning naming it."""
     rows, warnings = [], []
     for _, r in runs[runs["status"] == "complete"].iterrows():
@@ -128,6 +129,7 @@ def curve_table(runs: pd.DataFrame, targets: list[float], after_steps: int = 10)
             row[f"S_ema@{t:g}"] = first_reach(m, smooth, t)
             row[f"sparse@{t:g}"] = crossing.sparse(m["step"], s)
             row[f"drop@{t:g}"] = loss_drop(m, smooth, t, after_steps)
+            row[f"b_simple@{t:g}"] = noise.b_simple_at(m, smooth, t)
         rows.append(row)
     return pd.DataFrame(rows), warnings
 
@@ -239,26 +241,36 @@ def fit_critical(points: pd.DataFrame, target: float | None = None, boot: np.nda
     return out
 
 
+def _replicate_fits(B: np.ndarray, boot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """B_noise and S_min of each replicate's line; NaN where it lacks the hyperbola's signs."""
+    lines = np.array([_line(B, S) for S in boot]).reshape(-1, 2)
+    good = (lines[:, 0] < 0) & (lines[:, 1] > 0)
+    return (np.where(good, -lines[:, 0], np.nan),
+            np.where(good, 1 / np.where(good, lines[:, 1], 1), np.nan))
+
+
 def _intervals(B: np.ndarray, boot: np.ndarray) -> tuple[dict, int]:
     """The bootstrap intervals of B_noise, S_min, E_min, and how many replicates give no line
     with the hyperbola's signs (they are left out)."""
-    lines = np.array([_line(B, S) for S in boot])
-    good = (lines[:, 0] < 0) & (lines[:, 1] > 0)
-    bn, sm = np.where(good, -lines[:, 0], np.nan), np.where(good, 1 / np.where(good, lines[:, 1], 1), np.nan)
+    bn, sm = _replicate_fits(B, boot)
     out = {}
     for name, v in (("B_noise", bn), ("S_min", sm), ("E_min", bn * sm)):
         out[f"{name}_lo"], out[f"{name}_hi"] = bootstrap.interval(v)
-    return out, int((~good).sum())
+    return out, int(np.isnan(bn).sum())
 
 
-def critical_fit(runs: pd.DataFrame, curves: pd.DataFrame, target: float) -> tuple[pd.DataFrame, dict]:
+def critical_fit(runs: pd.DataFrame, curves: pd.DataFrame, target: float) -> tuple[pd.DataFrame, dict, np.ndarray]:
     """se_points, with each batch size's interval of S (S_lo, S_hi), and fit_critical of them
-    with the intervals of B_noise, S_min and E_min (all from the same replicates)."""
+    with the intervals of B_noise, S_min and E_min (all from the same replicates); then B_noise
+    per replicate (NaN where a replicate has no line), for what is computed from B_noise
+    (laws_anchored's eps_max interval)."""
     pts = se_points(runs, curves, target)
     boot = se_replicates(runs, curves, target, pts)
     spans = [bootstrap.interval(boot[:, j]) for j in range(len(pts))]
     pts = pts.assign(S_lo=[lo for lo, _ in spans], S_hi=[hi for _, hi in spans])
-    return pts, fit_critical(pts, target, boot)
+    fit = fit_critical(pts, target, boot)
+    reps = _replicate_fits(pts["batch_size"].to_numpy(float), boot)[0] if np.isfinite(fit["B_noise"]) else np.array([])
+    return pts, fit, reps
 
 
 def hyperbola(S_min: float, E_min: float, B_lo: float, B_hi: float, n: int = 100) -> tuple[np.ndarray, np.ndarray]:

@@ -1,15 +1,20 @@
 """Scaling laws of the optimal LR vs batch size (science.md §2), fitted in log space, and ranked.
 
-Laws (ε = optimal LR, B = batch size):
-    linear   ε_max / (1 + B_noise/B)                 SGD, McCandlish et al. (α = 1)
-    sqrt     ε_max / (1 + B_noise/B)^0.5             the older "Adam ≈ sqrt" fit (α = 0.5)
-    power    ε_max / (1 + B_noise/B)^α               α free
-    surge    ε_max / (½(√(B_noise/B) + √(B/B_noise)))  Adam-style, peaks at B = B_noise (doc 003)
+Laws (eps = optimal LR, B = batch size; the parameter names are those of fits.json and the tables):
+    linear      eps_max / (1 + B_noise/B)                      SGD, McCandlish et al. (alpha = 1)
+    sqrt        eps_max / (1 + B_noise/B)^0.5                  the older "Adam ~ sqrt" fit (alpha = 0.5)
+    power       eps_max / (1 + B_noise/B)^alpha                alpha free
+    surge       eps_max / (0.5*(sqrt(B_noise/B) + sqrt(B/B_noise)))   Adam-style, peaks at B = B_noise (doc 003)
+    saturating  eps_inf * sqrt(B*(B + B_sat)) / (B + B_noise)  the surge up to B_sat, then the constant
+                                                               eps_inf of doc 003's Theorem 4 (laws_saturating.py)
 Rules (no free parameter, anchored at the smallest measured B, to show the departure from them):
-    linear_rule  ε(B0)·B/B0          sqrt_rule  ε(B0)·√(B/B0)
+    linear_rule  eps(B0)*B/B0          sqrt_rule  eps(B0)*sqrt(B/B0)
+Document 003's own estimate (laws_anchored.py; only with a critical-batch-size fit): surge_se,
+linear_se, sqrt_se take B_noise from the S-E fit and eps_max as the document's mean. Their peak
+is a prediction, not a fit, so they are shown beside the fitted laws and not ranked.
 
-Residuals are log(ε_measured) − log(ε_law): LRs span decades, and a factor-of-2 miss matters
-as much at 1e-4 as at 1. Ranking is by the residual standard error sqrt(RSS/(n − k)), which
+Residuals are log(eps_measured) - log(eps_law): LRs span decades, and a factor-of-2 miss matters
+as much at 1e-4 as at 1. Ranking is by the residual standard error sqrt(RSS/(n - k)), which
 charges each law for its parameters (an anchored rule spends one point on its anchor); a law
 with as many parameters as points fits exactly and proves nothing, so it is not ranked.
 """
@@ -21,7 +26,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from lrsweep.analysis import bootstrap
+from lrsweep.analysis import bootstrap, laws_anchored, laws_saturating
+from lrsweep.analysis.laws_anchored import ANCHORED, Anchor
 from lrsweep.analysis.optimum import interpolation_error
 
 # B_noise is searched within this factor beyond the measured batch sizes; hitting the bound
@@ -47,18 +53,26 @@ LAWS: dict[str, tuple[Callable, tuple[str, ...]]] = {
     "sqrt": (lambda B, e, n: _linear(B, e, n, 0.5), ("eps_max", "B_noise")),
     "power": (_linear, ("eps_max", "B_noise", "alpha")),
     "surge": (_surge, ("eps_max", "B_noise")),
+    "saturating": (laws_saturating.value, laws_saturating.NAMES),
 }
 RULES = {"linear_rule": 1.0, "sqrt_rule": 0.5}
+# Plain ASCII, in the parameters' own names: the formula reads like the params next to it.
 FORMULAS = {
-    "linear": "ε_max / (1 + B_noise/B)", "sqrt": "ε_max / (1 + B_noise/B)^0.5",
-    "power": "ε_max / (1 + B_noise/B)^α", "surge": "ε_max / (½(√(B_noise/B) + √(B/B_noise)))",
-    "linear_rule": "ε(B0)·B/B0", "sqrt_rule": "ε(B0)·(B/B0)^0.5",
+    "linear": "eps_max / (1 + B_noise/B)", "sqrt": "eps_max / (1 + B_noise/B)^0.5",
+    "power": "eps_max / (1 + B_noise/B)^alpha", "surge": "eps_max / (0.5*(sqrt(B_noise/B) + sqrt(B/B_noise)))",
+    "saturating": "eps_inf * sqrt(B*(B + B_sat)) / (B + B_noise)",
+    "linear_rule": "lr0*B/B0", "sqrt_rule": "lr0*(B/B0)^0.5",
+    "surge_se": "eps_max / (0.5*(sqrt(B_noise/B) + sqrt(B/B_noise))), B_noise from S-E",
+    "linear_se": "eps_max / (1 + B_noise/B), B_noise from S-E", "sqrt_se": "eps_max / (1 + B_noise/B)^0.5, B_noise from S-E",
 }
 
 # What readers see (plot legends, terminal, report): one name per law, the same everywhere.
 LABELS = {
     "linear": "linear law (α = 1)", "sqrt": "square-root law (α = 0.5)", "power": "power law (α free)",
-    "surge": "surge law (Adam)", "linear_rule": "linear rule", "sqrt_rule": "square-root rule",
+    "surge": "surge law (Adam)", "saturating": "saturating surge law",
+    "linear_rule": "linear rule", "sqrt_rule": "square-root rule",
+    "surge_se": "surge law, S–E B_noise", "linear_se": "linear law, S–E B_noise",
+    "sqrt_se": "square-root law, S–E B_noise",
 }
 
 
@@ -71,12 +85,13 @@ def law_value(law: str, params: dict, B) -> np.ndarray:
     B = np.asarray(B, float)
     if law in RULES:
         return params["lr0"] * (B / params["B0"]) ** RULES[law]
-    fn, names = LAWS[law]
+    fn, names = LAWS[ANCHORED[law][0] if law in ANCHORED else law]
     return fn(B, *[params[n] for n in names])
 
 
 # α of each law; None: free, within ALPHA_BOUNDS.
 ALPHA = {"linear": 1.0, "sqrt": 0.5, "power": None, "surge": 1.0}
+FIXED_ALPHA = {"linear": 1.0, "sqrt": 0.5, "linear_se": 1.0, "sqrt_se": 0.5}  # the alpha column of the SGD forms
 ALPHA_BOUNDS = (0.05, 4.0)
 # A parameter within this fraction of its search range from a bound sits at the bound: the data
 # would have it further out, so its value is the bound's, not the data's.
@@ -178,10 +193,35 @@ def law_intervals(law: str, B: np.ndarray, lr: np.ndarray, params: dict) -> dict
 
 
 def _needs(skipped: list[str]) -> str:
-    return "need 4" if skipped == ["power"] else "need 3 (4 for power)"
+    """How many points the skipped laws need: 3, or 4 for those with 3 parameters."""
+    more = [law for law in skipped if len(LAWS[law][1]) > 2]
+    return f"need {len(LAWS[more[0]][1]) + 1}" if more == skipped else (
+        f"need 3 (4 for {', '.join(more)})" if more else "need 3")
 
 
-def fit_laws(batch_sizes, lrs, tie: float = TIE_DECADES) -> tuple[pd.DataFrame, list[str]]:
+def _fit(law: str, B: np.ndarray, lr: np.ndarray) -> tuple[dict, list[str], dict]:
+    """One law's parameters, those at a search bound, and their intervals."""
+    if law != "saturating":
+        params, at = _fit_one(law, B, lr)
+        return params, at, law_intervals(law, B, lr, params)
+    lo, hi = _bounds("surge", B, lr)
+    box = ((lo[1], lo[1]), (hi[1], hi[1]))  # B_noise and B_sat over the same span of batch sizes
+    params, at = laws_saturating.fit(B, lr, *box, BOUND_TOL)
+    return params, at, laws_saturating.intervals(B, lr, params, *box)
+
+
+def _bound_note(law: str, name: str, params: dict) -> str:
+    if name == "B_sat":
+        return ("B_sat at the search bound: no saturation within the measured batch sizes (the surge law is "
+                "this law's large-B_sat limit)" if params["B_sat"] > params["B_noise"] else
+                "B_sat at the search bound: the data want the linear law (this law's B_sat -> 0 limit)")
+    if name == "B_noise":
+        return "B_noise at the search bound: the data fix only " + (
+            "a ratio of the parameters, not each" if law == "saturating" else "eps_max/B_noise^alpha, not each")
+    return f"{name} at its bound {params[name]:.3g}"
+
+
+def fit_laws(batch_sizes, lrs, tie: float = TIE_DECADES, anchor: Anchor | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Fit every law and rule to (B, optimal LR) points; one row per law, best first.
 
     Give only bracketed optima (a grid neighbour on each side): an optimum at the grid's edge, or the
@@ -189,12 +229,15 @@ def fit_laws(batch_sizes, lrs, tie: float = TIE_DECADES) -> tuple[pd.DataFrame, 
     and one to test it), a rule from 2. A law with a parameter at its search bound is not ranked.
     Laws whose residual standard errors differ by less than `tie` decades (the interpolation
     error of the optima, optimum.interpolation_error) are tied: they share a rank, the one with
-    fewer parameters listed first.
+    fewer parameters listed first. The saturating law is ranked only when the optima show
+    saturation (laws_saturating.judge: B_sat inside the measured batch sizes, and the F test
+    against the surge law significant). `anchor`: the S-E fit's B_noise at a target, for document
+    003's own estimate (laws_anchored: surge_se, linear_se, sqrt_se, kind "anchored", not ranked).
 
-    Columns: law, kind (fit|rule), formula, params (dict), eps_max, B_noise, alpha, n, k,
-    rms_log10 (RMS residual in decades), se_log10 (residual standard error, the ranking key),
-    rank (1 = best; NaN when not ranked), at_bound (parameter names), ci ({name: [lo, hi]}, 90%)
-    with eps_max_lo/hi, B_noise_lo/hi, alpha_lo/hi, note.
+    Columns: law, label (law_label), kind (fit|rule|anchored), formula, params (dict), eps_max,
+    B_noise, rankable, alpha, n, k, rms_log10 (RMS residual in decades), se_log10 (residual
+    standard error, the ranking key), rank (1 = best; NaN when not ranked), at_bound (parameter
+    names), ci ({name: [lo, hi]}, 90%) with eps_max_lo/hi, B_noise_lo/hi, alpha_lo/hi, note.
     """
     B, lr = np.asarray(batch_sizes, float), np.asarray(lrs, float)
     keep = np.isfinite(B) & np.isfinite(lr) & (B > 0) & (lr > 0)
@@ -209,25 +252,42 @@ def fit_laws(batch_sizes, lrs, tie: float = TIE_DECADES) -> tuple[pd.DataFrame, 
         if n < k + 1:
             skipped.append(law)
             continue
-        params, at = _fit_one(law, B, lr)
-        note = "; ".join(("B_noise at the search bound: the data fix only ε_max/B_noise^α, not each" if a == "B_noise"
-                          else f"{a} at its bound {params[a]:.3g}") for a in at)
-        rows.append(_row(law, "fit", params, B, lr, k, note + ": not ranked" * bool(note), at,
-                         law_intervals(law, B, lr, params)))
+        params, at, ci = _fit(law, B, lr)
+        note = "; ".join(_bound_note(law, a, params) for a in at)
+        rows.append(_row(law, "fit", params, B, lr, k, note + ": not ranked" * bool(note), at, ci))
     if skipped:
         warnings.append(f"{', '.join(skipped)} not fitted: {n} batch size(s) with a bracketed optimum, "
                         f"{_needs(skipped)}" + ("; no rule either (they need 2)" if n < 2 else ""))
+    found = {r["law"]: r for r in rows}
+    if "saturating" in found:  # ranked only when the optima show saturation
+        laws_saturating.judge(found["saturating"], found.get("surge"), B)
     if n >= 2:
         for law in RULES:
-            rows.append(_row(law, "rule", {"lr0": float(lr[0]), "B0": float(B[0])}, B, lr, 1, "", [], {}))
+            rows.append(_row(law, "rule", {"lr0": float(lr[0]), "B0": _size(B[0])}, B, lr, 1, "", [], {}))
+    if anchor is not None and n >= 2:
+        if anchor.usable:
+            fitted = {r["law"]: r for r in rows}
+            for law, params, ci in laws_anchored.rows(B, lr, anchor):
+                base = fitted.get(ANCHORED[law][0])
+                note = (f"B_noise from the S–E fit at train loss {anchor.target:g}, not fitted to the optima: a "
+                        "prediction, not ranked" + (f"; the fitted {law_label(base['law'])}: residual std {base['se_log10']:.2g}"
+                                                    if base is not None else ""))
+                rows.append(_row(law, "anchored", params, B, lr, 1, note, [], ci))
+        else:
+            warnings.append(f"surge_se, linear_se, sqrt_se not fitted: no S–E B_noise at train loss {anchor.target:g}")
     df = pd.DataFrame(rows)
     return (_rank(df, tie) if not df.empty else df), warnings
+
+
+def _size(B: float) -> int | float:
+    """A batch size as JSON should carry it: an int when it is one."""
+    return int(B) if float(B).is_integer() else float(B)
 
 
 def _rank(df: pd.DataFrame, tie: float) -> pd.DataFrame:
     """Ranked laws first: by residual error, those within `tie` of a better one sharing its rank
     and listed by their number of parameters; then the unranked ones."""
-    ok = df["se_log10"].notna() & (df["at_bound"].str.len() == 0)
+    ok = df["se_log10"].notna() & (df["at_bound"].str.len() == 0) & df["rankable"]
     ranked = df[ok].sort_values(["se_log10", "k"]).reset_index(drop=True)
     order, rank, i = [], [], 0
     while i < len(ranked):
@@ -255,9 +315,11 @@ def _row(law, kind, params, B, lr, k, note, at_bound, ci) -> dict:
     rss = float(np.sum(res ** 2))
     se = math.sqrt(rss / (n - k)) if n > k else math.nan
     nan = [math.nan, math.nan]
-    return {"law": law, "kind": kind, "formula": FORMULAS[law], "params": params,
-            "eps_max": params.get("eps_max", math.nan), "B_noise": params.get("B_noise", math.nan),
-            "alpha": params.get("alpha", {"linear": 1.0, "sqrt": 0.5}.get(law, math.nan)),
+    return {"law": law, "label": law_label(law), "kind": kind, "formula": FORMULAS[law], "params": params,
+            # the saturating law's eps_max: that of the surge law it reduces to below B_sat (Theorem 3)
+            "eps_max": params.get("eps_max", laws_saturating.surge_eps_max(params) if law == "saturating" else math.nan),
+            "B_noise": params.get("B_noise", math.nan), "rankable": kind != "anchored",
+            "alpha": params.get("alpha", FIXED_ALPHA.get(law, math.nan)),
             "n": n, "k": k, "rms_log10": math.sqrt(rss / n), "se_log10": se, "rank": math.nan,
             "at_bound": ", ".join(at_bound), "ci": ci,
             **{f"{p}_{end}": ci.get(p, nan)[i] for p in ("eps_max", "B_noise", "alpha") for i, end in ((0, "lo"), (1, "hi"))},

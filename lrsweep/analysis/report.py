@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from lrsweep import storage
-from lrsweep.analysis import critical, crossing, fits, optimum
+from lrsweep.analysis import critical, crossing, fits, noise, optimum
+from lrsweep.analysis.laws_anchored import Anchor
 from lrsweep.analysis.cells import add_loss_drop, best_lr_table, cell_counts, cell_keys, cell_table, expected_runs
 from lrsweep.analysis.metrics import check_metric
 from lrsweep.analysis.runs import load_runs
@@ -37,7 +38,7 @@ class Group:
     cells: pd.DataFrame  # per (B, LR): mean, std, n, counts incl. missing
     best: pd.DataFrame  # per B: grid best, interpolated optimum, edge, flat range
     fits: pd.DataFrame  # one row per law, best first
-    critical: pd.DataFrame  # one row per target
+    critical: pd.DataFrame  # one row per target: the S-E fit, then the B_noise comparison (noise.COLUMNS)
     se: dict = field(default_factory=dict)  # target -> per-B S, E points
     stats: pd.DataFrame = field(default_factory=pd.DataFrame)  # per run: oscillation, grad norm
     curves: dict = field(default_factory=dict)  # B -> best run's metrics.csv + smoothed loss
@@ -54,6 +55,11 @@ class Group:
         """A warning about this group, prefixed with its label when there are groups."""
         return f"{self.label}: {text}" if self.label else text
 
+    @property
+    def bnoise(self) -> pd.DataFrame:
+        """B_noise three ways per target (noise.py): the S-E fit, the surge law's peak, B_simple."""
+        return self.critical[[c for c in noise.TABLE if c in self.critical]] if not self.critical.empty else self.critical
+
 
 @dataclass
 class Report:
@@ -68,7 +74,7 @@ class Report:
     warnings: list[str]
 
     def table(self, name: str) -> pd.DataFrame:
-        """best | cells | fits | critical, all groups stacked, group columns first."""
+        """best | cells | fits | critical | bnoise, all groups stacked, group columns first."""
         return stack_groups([(g.keys, getattr(g, name)) for g in self.groups])
 
 
@@ -167,29 +173,42 @@ def _group(keys, cells, best, runs, curve_table, metric, higher, tol, targets) -
         if b["edge"]:  # the other notes explain a cell; this one asks for more runs
             g.warnings.append(g.note(f"B={b['batch_size']:g}: {b['note']}"))
     best = pd.concat([best, pd.DataFrame(rows, index=best.index)], axis=1)
+    g.best = best
+    have_curves = not curve_table.empty
+    mine = curve_table[curve_table["run_id"].isin(runs["run_id"])] if have_curves else curve_table
+    anchor = _add_critical(g, runs, mine, targets) if have_curves else None
     fit_pts = best[best["bracketed"] & np.isfinite(best["lr_opt"])]
     g.tie = optimum.interpolation_error(float(np.median(ratios))) if ratios else fits.TIE_DECADES
-    g.fits, w = fits.fit_laws(fit_pts["batch_size"], fit_pts["lr_opt"], tie=g.tie)
+    g.fits, w = fits.fit_laws(fit_pts["batch_size"], fit_pts["lr_opt"], tie=g.tie, anchor=anchor)
     g.warnings += [g.note(x) for x in w]
     for law in fits.RULES:  # how far the measured optimum departs from the anchored rules
         row = g.fits[g.fits["law"] == law] if not g.fits.empty else g.fits
         best[law] = fits.law_value(law, row.iloc[0]["params"], best["batch_size"]) if len(row) else math.nan
-    g.best = best
-    if not curve_table.empty:
-        _add_curves(g, runs, curve_table, targets)
+    if have_curves:
+        judged_at = targets[0] if metric == "loss_drop_after_target" and targets else None
+        g.critical, g.se = noise.compare(g.critical, g.se, mine, g.fits, judged_at)
+        _add_curves(g, mine)
     return g
 
 
-def _add_curves(g: Group, runs: pd.DataFrame, table: pd.DataFrame, targets: list[float]) -> None:
-    mine = table[table["run_id"].isin(runs["run_id"])]
-    crit = []
+def _add_critical(g: Group, runs: pd.DataFrame, mine: pd.DataFrame, targets: list[float]) -> Optional[Anchor]:
+    """The S-E fit per target (g.critical, g.se); returns the first target's B_noise with its
+    replicates, for document 003's anchored laws (laws_anchored.py)."""
+    crit, anchor = [], None
     for t in targets:
-        pts, res = critical.critical_fit(runs, mine, t)  # with bootstrap intervals
+        pts, res, reps = critical.critical_fit(runs, mine, t)  # with bootstrap intervals
         g.se[t] = pts
         crit.append(res)
         if res["note"]:
             g.warnings.append(g.note(f"target {t:g}: {res['note']}"))
+        if anchor is None:
+            anchor = Anchor(t, res["B_noise"], res["B_noise_lo"], res["B_noise_hi"], reps)
     g.critical = pd.DataFrame(crit)
+    return anchor
+
+
+def _add_curves(g: Group, mine: pd.DataFrame) -> None:
+    """Per-cell oscillation and gradient norm (g.stats), and each batch size's best run's curve."""
     best_cells = set(zip(g.best["batch_size"], g.best["best_lr"]))
     stats = mine.groupby(["batch_size", "lr"])[["oscillation", "grad_norm_mean"]].mean().reset_index()
     stats["is_best"] = [(b, lr) in best_cells for b, lr in zip(stats["batch_size"], stats["lr"])]

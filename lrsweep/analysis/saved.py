@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lrsweep.analysis import noise
 from lrsweep.analysis.report import stack_groups
 from lrsweep.errors import UserError
 
@@ -22,7 +23,7 @@ BEST = "best_lr.csv"
 @dataclass
 class SavedReport:
     path: Path
-    record: dict  # fits.json as written: metric, targets, groups[keys, best, fits, critical, ...]
+    record: dict  # fits.json as written: metric, targets, groups[keys, best, fits, critical, ...]; ASCII keys
 
     @property
     def groups(self) -> list[dict]:
@@ -30,9 +31,14 @@ class SavedReport:
         return [g.get("keys") or {} for g in self.record["groups"]]
 
     def table(self, name: str) -> pd.DataFrame:
-        """best | fits | critical of every group stacked, group columns first (as Report.table)."""
-        return stack_groups([(g.get("keys") or {}, pd.DataFrame(g.get(name) or []))
-                             for g in self.record["groups"]])
+        """best | fits | critical | bnoise of every group stacked, group columns first (as
+        Report.table). bnoise: the B_noise comparison per target, critical's columns noise.TABLE
+        (target, B_noise, B_peak, B_simple, each with _lo/_hi; B_peak_at, B_simple_runs)."""
+        tables = []
+        for g in self.record["groups"]:
+            t = pd.DataFrame(g.get("critical" if name == "bnoise" else name) or [])
+            tables.append((g.get("keys") or {}, t[[c for c in noise.TABLE if c in t]] if name == "bnoise" else t))
+        return stack_groups(tables)
 
     def best_csv(self) -> pd.DataFrame:
         """best_lr.csv as pandas parses it (an empty edge reads as NaN)."""

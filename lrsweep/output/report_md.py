@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lrsweep.analysis import bootstrap, critical
+from lrsweep.analysis import bootstrap, critical, noise
 from lrsweep.analysis.report import Group, Report
 from lrsweep.output import markdown
 
@@ -18,6 +18,7 @@ CAPTIONS = {
     "oscillation": "Per-step loss oscillation against batch size (document 001: small batches wobble more).",
     "grad_norm": "Mean gradient norm against batch size (document 004: it shrinks as B grows).",
     "critical_batch": "Steps S against examples E to reach each target, with the fitted hyperbola (S/S_min − 1)(E/E_min − 1) = 1.",
+    "bnoise": "B_noise three ways against the train-loss target (high loss left: training goes left to right), each with its 90% interval: the S–E fit, B_simple where the runs reach the target, and the peak of the fitted surge law.",
 }
 
 
@@ -67,6 +68,7 @@ def _group(r: Report, g: Group, img: dict[str, str]) -> list[str]:
               "parameter at its search bound is not ranked. [90% CI]: residual bootstrap "
               f"({bootstrap.RESAMPLES} refits to the fitted curve plus resampled residuals): how far a "
               "parameter could move if the optima scattered about the law as these do.", ""]
+        L += _law_notes(f)
     L += _img(img, "optimal_lr")
     if not g.critical.empty:
         c = g.critical
@@ -82,6 +84,7 @@ def _group(r: Report, g: Group, img: dict[str, str]) -> list[str]:
               "(its residuals about the fit, resampled) and over seeds, the fastest LR and the line "
               "chosen again each time; it does not cover a loss curve the fit cannot follow.", ""]
         L += _img(img, "critical_batch")
+        L += _bnoise(r, g) + _img(img, "bnoise")
     for name in ("loss_vs_step", "loss_vs_examples", "oscillation", "grad_norm"):
         L += _img(img, name)
     partial = g.cells[(g.cells[["diverged", "stalled", "failed", "missing"]].sum(axis=1) > 0)]
@@ -91,6 +94,57 @@ def _group(r: Report, g: Group, img: dict[str, str]) -> list[str]:
     if g.warnings:
         L += ["Notes:", ""] + [f"- {w}" for w in g.warnings] + [""]
     return L
+
+
+def _law_notes(f: pd.DataFrame) -> list[str]:
+    """What the saturating and the anchored rows are, when the table has them."""
+    out = []
+    if (f["law"] == "saturating").any():
+        out.append("*saturating*: the surge law up to B_sat and document 003's Theorem 4 beyond it (for B far above "
+                   "B_sat the Adam optimum tends to the constant eps_inf; the surge law is its B_sat → ∞ limit, the "
+                   "linear law its B_sat → 0 limit). It is ranked only when the optima show saturation: B_sat inside the "
+                   "measured batch sizes and the F test against the surge law at p < 0.05 (its note gives p); a "
+                   "small p says the optima level off at large B rather than keep falling.")
+    anchored = f.loc[f["kind"] == "anchored", "law"]
+    if len(anchored):
+        out.append(f"*{', '.join(anchored)}*: document 003's own estimate: B_noise from the S–E fit below (not "
+                   "fitted to the optima), eps_max = the mean of eps_opt·½(√(B_noise/B) + √(B/B_noise)) (SGD forms: "
+                   "eps_opt·(1 + B_noise/B)^α, α = 1 and 0.5). Their peak is a prediction the optima test: compare "
+                   "their residual std with the same law fitted freely. Not ranked.")
+    return [" ".join(out), ""] if out else []
+
+
+def _bnoise(r: Report, g: Group) -> list[str]:
+    """The three B_noise estimates per target, side by side (analysis/noise.py)."""
+    b = g.bnoise
+    if b.empty or not noise.has_estimates(b):
+        return []
+    ci = f"[{bootstrap.LEVEL:.0%} CI]"
+    at = b["B_peak_at"].dropna()
+    judged = (f"the optima were judged by the loss drop after train loss {at.iloc[0]:g}, so the peak belongs to "
+              "that target only" if len(at) else
+              f"the optima were judged by {r.metric}, a property of the whole run, not of one target: the same "
+              "peak is shown for every target")
+    if not b["B_peak"].notna().any():
+        judged = ("none here: the surge law was not fitted, or its B_noise sits at its search bound (the optima "
+                  "do not peak within the measured batch sizes)")
+    runs = b["B_simple_runs"].fillna(0).astype(int)
+    return ["### B_noise three ways", "", markdown.table(pd.DataFrame({
+                "train-loss target": b["target"],
+                f"S–E fit {ci}": [markdown.with_ci(*v) for v in zip(b["B_noise"], b["B_noise_lo"], b["B_noise_hi"])],
+                f"surge-law peak {ci}": [markdown.with_ci(*v) for v in zip(b["B_peak"], b["B_peak_lo"], b["B_peak_hi"])],
+                f"B_simple at the target {ci}": [markdown.with_ci(*v) for v in zip(b["B_simple"], b["B_simple_lo"], b["B_simple_hi"])],
+                "runs (B_simple)": runs})), "",
+            "Document 003 says these agree (B_peak = B_noise ≈ B_crit) and grow as the loss falls. *S–E fit*: the "
+            "B_noise of the table above. *Surge-law peak*: the B_noise of the fitted surge law, where its optimal "
+            f"LR peaks; {judged}. *B_simple at the target*: the gradient noise scale tr(Σ)/|G|² the trainer logs "
+            "with `train.noise_scale` (metrics.csv's `b_simple`, itself an EMA over the last measurements), read "
+            "where the smoothed train loss (`train.target_smoothing`) first reaches the target, in the runs the "
+            "S–E fit uses (each batch size's fastest LR, all seeds); the median over those runs, its interval a "
+            f"bootstrap over them ({bootstrap.RESAMPLES} resamples, from 2 runs). B_simple ignores the Hessian "
+            "(B_noise = tr(HΣ)/GᵀHG), so a constant factor between it and the others is expected; the trend with "
+            "the target is the comparison." + ("" if runs.sum() else
+                                               " No run logged `b_simple`: set `train.noise_scale` to measure it."), ""]
 
 
 def _best_table(r: Report, b: pd.DataFrame) -> pd.DataFrame:
