@@ -8,7 +8,8 @@ import typer
 
 from lrsweep.cli.choices import Format, Law, Metric, TableOrJson
 from lrsweep.cli.root import app, console, guarded, warn
-from lrsweep.cli.tables import compact_best, compact_critical, compact_fits, print_frame, print_json, with_params_text
+from lrsweep.cli.tables import (WideOpt, best_title, compact_best, compact_critical, compact_fits, print_frame, print_json,
+                                with_params_text)
 
 PathsArg = Annotated[list[Path], typer.Argument(help="Sweep folder(s), or a folder of sweeps.")]
 MetricOpt = Annotated[Metric, typer.Option(help="Metric that picks the best LR.")]
@@ -20,6 +21,19 @@ def _skipped(warnings: list[str]) -> tuple[list[str], list[str]]:
     return skipped, [w for w in warnings if w not in skipped]
 
 
+def _bnoise(table, keys: list[str]):
+    """The S-E fit, the surge law's peak and B_simple (with the runs it comes from) per target,
+    each with its interval: four short columns besides the keys (analysis/noise.py)."""
+    from lrsweep.output.markdown import with_ci
+
+    out = table[[k for k in keys if k in table]].copy()
+    out["target"] = table["target"]
+    for col, name in (("B_noise", "S–E fit"), ("B_peak", "surge peak"), ("B_simple", "B_simple")):
+        out[name] = [with_ci(*v) for v in zip(table[col], table[f"{col}_lo"], table[f"{col}_hi"])]
+    out["runs"] = table["B_simple_runs"].fillna(0).astype(int)
+    return out
+
+
 @app.command()
 @guarded(targets="--target")
 def summarize(paths: PathsArg, metric: MetricOpt = Metric.final_val_acc,
@@ -28,7 +42,8 @@ def summarize(paths: PathsArg, metric: MetricOpt = Metric.final_val_acc,
               after_steps: Annotated[int, typer.Option("--after-steps", help="Steps after the target for loss_drop_after_target.")] = 10,
               out: Annotated[Optional[Path], typer.Option("--out", help="Report folder (default: <first path>/report/).")] = None,
               format_: Annotated[Format, typer.Option("--format", help="How to print the best-LR table on stdout.")] = Format.table,
-              plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the PNG figures.")] = True):
+              plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the PNG figures.")] = True,
+              wide: WideOpt = False):
     """Best LR per batch size, sub-grid optimum, scaling-law fits, critical batch size; writes report/."""
     from lrsweep.analysis.report import build_report
     from lrsweep.output.files import write_report
@@ -45,15 +60,20 @@ def summarize(paths: PathsArg, metric: MetricOpt = Metric.final_val_acc,
         print_frame(best, fmt_out=format_.value)
         return
     keys = list(report.groups[0].keys)
-    print_frame(compact_best(best, metric.value), notes="note",
-                title=f"best LR per batch size by {metric} (optimum: interpolated; flat ranges in report.md)")
+    print_frame(compact_best(best, metric.value, wide), notes="note", wide=wide, split=keys,
+                title=best_title(metric.value, report.tolerance))
     fits = report.table("fits")
     if not fits.empty:
-        print_frame(compact_fits(fits, keys), notes="note",
+        print_frame(compact_fits(fits, keys, wide), notes="note", wide=wide, split=keys,
                     title="optimal LR vs batch size: fitted laws (se: residual std, decades of LR)")
     crit = report.table("critical")
     if not crit.empty:
-        print_frame(compact_critical(crit, keys), title="critical batch size per train-loss target")
+        print_frame(compact_critical(crit, keys, wide), notes="note", wide=wide, split=keys,
+                    title="critical batch size per train-loss target")
+    bnoise = report.table("bnoise")
+    if not bnoise.empty and bnoise[["B_peak", "B_simple"]].notna().to_numpy().any():
+        print_frame(_bnoise(bnoise, keys), wide=wide, split=keys,
+                    title="B_noise three ways per train-loss target (90% CI; see report.md)")
     console.print(f"wrote {out_dir / 'report.md'} and {len(written) - 1} more files")
 
 
