@@ -61,7 +61,7 @@ def stats_learned(stats: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     back, would put a wobble into it that is no property of the batch size."""
     if stats.empty or "n_learned" not in cells:
         return stats.assign(learned=True)
-    done = cells["complete"] if "complete" in cells else cells["n"] - cells.get("n_diverged", 0) - cells.get("n_failed", 0)
+    done = cells["complete"] if "complete" in cells else cells["n"] - cells.get("n_diverged", 0) - cells.get("n_stalled", 0) - cells.get("n_failed", 0)
     c = cells.assign(_ok=(cells["n_learned"] > 0) & (cells["n_learned"] >= done))
     ok = c.groupby(["batch_size", "lr"])["_ok"].all().rename("learned").reset_index()
     out = stats.drop(columns=["learned"], errors="ignore").merge(ok, on=["batch_size", "lr"], how="left")

@@ -10,14 +10,14 @@ from lrsweep.analysis.report import Group, Report
 from lrsweep.output import markdown
 
 CAPTIONS = {
-    "heatmap": "The metric in every cell (log LR across, batch size down); black frame: best LR per batch size; hatched: no value (div = diverged, fail = failed, — = target never reached); dotted: not run yet.",
-    "metric_vs_lr": "The metric against LR, one line per batch size, error bars ±1 std over seeds.",
-    "optimal_lr": "Optimal LR (interpolated) against batch size, log-log, with every fitted law; solid = best ranked.",
+    "heatmap": "The metric in every cell (log LR across, batch size down); black frame: best LR per batch size; hatched: no value (div = diverged or stalled, fail = failed, — = target never reached); dotted: not run yet.",
+    "metric_vs_lr": "The metric against LR, one line per batch size; star = each batch size's best LR; ±1 std bars only where a cell has 2+ seeds; cells without a value in the strip underneath.",
+    "optimal_lr": "Optimal LR against batch size, log-log: the interpolated optimum (dot, 90% interval over seeds), the grid best (open square), the flat range (grey bar), marks for unreliable, not-bracketed and budget-limited optima, and every fitted law with its residual standard error se; solid = best ranked.",
     "loss_vs_step": "Train loss of each batch size's best run against optimizer steps: faint = per step, solid = the smoothed loss targets are judged on.",
     "loss_vs_examples": "The same runs against examples seen: large batches need fewer steps but more examples.",
-    "oscillation": "Per-step loss oscillation against batch size (document 001: small batches wobble more).",
-    "grad_norm": "Mean gradient norm against batch size (document 004: it shrinks as B grows).",
-    "critical_batch": "Steps S against examples E to reach each target, with the fitted hyperbola (S/S_min − 1)(E/E_min − 1) = 1.",
+    "oscillation": "Per-step loss oscillation against batch size (small batches wobble more); cells where a run did not learn are left out.",
+    "grad_norm": "Mean gradient norm against batch size (it shrinks as B grows); cells where a run did not learn are left out.",
+    "critical_batch": "Steps S against examples E to reach each target, with the fitted hyperbola (S/S_min − 1)(E/E_min − 1) = 1, a band for B_noise's 90% interval and a cross at (E_min, S_min).",
     "bnoise": "B_noise three ways against the train-loss target (high loss left: training goes left to right), each with its 90% interval: the S–E fit, B_simple where the runs reach the target, and the peak of the fitted surge law.",
 }
 
@@ -100,14 +100,14 @@ def _law_notes(f: pd.DataFrame) -> list[str]:
     """What the saturating and the anchored rows are, when the table has them."""
     out = []
     if (f["law"] == "saturating").any():
-        out.append("*saturating*: the surge law up to B_sat and document 003's Theorem 4 beyond it (for B far above "
+        out.append("*saturating*: the surge law up to B_sat and Theorem 4 of Li et al. 2024 beyond it (for B far above "
                    "B_sat the Adam optimum tends to the constant eps_inf; the surge law is its B_sat → ∞ limit, the "
                    "linear law its B_sat → 0 limit). It is ranked only when the optima show saturation: B_sat inside the "
                    "measured batch sizes and the F test against the surge law at p < 0.05 (its note gives p); a "
                    "small p says the optima level off at large B rather than keep falling.")
     anchored = f.loc[f["kind"] == "anchored", "law"]
     if len(anchored):
-        out.append(f"*{', '.join(anchored)}*: document 003's own estimate: B_noise from the S–E fit below (not "
+        out.append(f"*{', '.join(anchored)}*: the surge paper's own estimate (Li et al. 2024): B_noise from the S–E fit below (not "
                    "fitted to the optima), eps_max = the mean of eps_opt·½(√(B_noise/B) + √(B/B_noise)) (SGD forms: "
                    "eps_opt·(1 + B_noise/B)^α, α = 1 and 0.5). Their peak is a prediction the optima test: compare "
                    "their residual std with the same law fitted freely. Not ranked.")

@@ -51,7 +51,8 @@ def heatmap(cells: pd.DataFrame, metric: str, higher: bool, best: Optional[pd.Da
                 colours.append(r.mean)
                 label = f"{r.mean:.3g}"
             elif ran:
-                bad = "div" if getattr(r, "n_diverged", 0) else "fail" if getattr(r, "n_failed", 0) else "—"
+                bad = "div" if getattr(r, "n_diverged", 0) or getattr(r, "n_stalled", 0) else \
+                    "fail" if getattr(r, "n_failed", 0) else "—"
                 ax.add_patch(Rectangle((x0, row - 0.5), x1 - x0, 1, facecolor="0.85", hatch="xx",
                                        edgecolor="0.55", linewidth=0))
                 label = bad
@@ -89,8 +90,8 @@ def heatmap(cells: pd.DataFrame, metric: str, higher: bool, best: Optional[pd.Da
 
 
 def _bad_kind(r) -> str:
-    """Why a cell has no value, for its mark: diverged, failed, or no value (target never reached)."""
-    if getattr(r, "n_diverged", 0):
+    """Why a cell has no value, for its mark: diverged (or stalled), failed, or no value (target never reached)."""
+    if getattr(r, "n_diverged", 0) or getattr(r, "n_stalled", 0):
         return "diverged"
     return "failed" if getattr(r, "n_failed", 0) else "no value"
 
