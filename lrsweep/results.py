@@ -63,6 +63,8 @@ class RunResult:
     group_size: Optional[int] = None
     stop_reason: Optional[str] = None  # budget, stop_after_target, nonfinite_loss, loss_blowup
     engine_note: Optional[str] = None  # why the engine asked for did not train it (a fallback)
+    # train.batch_schedule's effect: {final_batch_size, changes: [{step, examples, batch_size}]}
+    batch_schedule: Optional[dict] = None
     noise_scale: Optional[dict] = None  # train.noise_scale's summary (training/noise_scale.py), when set
     traceback: Optional[str] = None
     steps_to_train_loss: Optional[int] = None

@@ -104,7 +104,9 @@ def test_block_ends_fall_on_evaluations_budget_and_stop_steps():
     assert _block_end(10, [plain], bud, eval_every=100, sync_every=16) == 26
     assert _block_end(60, [plain], bud, eval_every=100, sync_every=16) == 64
     waiting = _Member(cfg(**{"train.target_train_loss": 1.0, "train.stop_after_target": 3}), bud, 0.0)
-    assert _block_end(0, [plain, waiting], bud, eval_every=100, sync_every=16) == 4
+    assert _block_end(0, [plain, waiting], bud, eval_every=100, sync_every=16) == 1  # EMA 0: a hit may come next
+    waiting.track.ema = 2.0  # target 1, s = 0.9: 0.9^k x 2 > 1 for k <= 6, so no hit within 6 steps
+    assert _block_end(3, [plain, waiting], bud, eval_every=100, sync_every=16) == 9
     waiting.track.hit_loss = {"step": 6, "examples": 48, "seconds": 0.1}
     assert _block_end(7, [waiting], bud, eval_every=100, sync_every=16) == 9
     assert math.isfinite(_block_end(0, [], bud, 100, 16))

@@ -324,6 +324,16 @@ class TrainConfig(_Strict):
             self.epochs = 1.0
         return self
 
+    @model_validator(mode="after")
+    def _noise_scale_split(self):
+        """train.noise_scale splits a batch into a sub-batch and the rest: both must be non-empty."""
+        ns, B = self.noise_scale, self.batch_size
+        if ns is not None and B < 2:
+            raise ValueError(f"noise_scale needs batch_size >= 2 (noise_scale.small_batch examples and the rest), got {B}")
+        if ns is not None and ns.small_batch is not None and ns.small_batch >= B:
+            raise ValueError(f"noise_scale.small_batch must be below batch_size ({B}), got {ns.small_batch}")
+        return self
+
 
 class RunConfig(_Strict):
     """Everything that defines one training run (the resolved config saved next to its results)."""

@@ -13,11 +13,12 @@ from lrsweep.config.base import Strict
 
 
 class NoiseScaleConfig(Strict):
-    """McCandlish et al. 2018, appendix A: every `every` steps, the squared norms of the gradient
-    of the step's first `small_batch` examples and of its whole batch give unbiased estimates of
-    |G|^2 and tr(Sigma); B_simple = tr(Sigma) / |G|^2, each smoothed by an EMA (`ema`) first,
-    as the paper does (the ratio of two noisy estimates is biased; the ratio of their averages
-    much less)."""
+    """McCandlish et al. 2018, appendix A: every `every` steps (the first at initialisation), the
+    gradient of the step's first `small_batch` examples and the step's own gradient give unbiased
+    estimates of |G|^2 and tr(Sigma) (training/noise_scale.py derives them); B_simple =
+    tr(Sigma) / |G|^2, each smoothed by an EMA over measurements (`ema`) first, as the paper
+    does (the ratio of two noisy estimates is biased; the ratio of their averages much less).
+    The smoothing spans about every / (1 - ema) steps."""
     every: int = Field(10, ge=1)
     small_batch: Optional[int] = Field(None, ge=1)  # default: half the batch (B >= 2 needed)
     ema: float = Field(0.9, ge=0, lt=1)

@@ -5,6 +5,10 @@ numbers are the ones a careful loop would give. Differences from a textbook loop
 - batches are drawn by index from tensors on the device (batches.py);
 - the LR is set on every step from a pure function of the step (schedules.py);
 - the global gradient norm is logged before each update (document 004);
+- with `train.batch_schedule`, each step's batch size comes from the budget's plan
+  (setup.py; Smith et al. 2017), fixed before the run starts;
+- with `train.noise_scale`, every N steps one more gradient, of the batch's first examples,
+  measures the gradient noise scale (noise_scale.py); the update is the same as without;
 - what a step means (logging, targets, divergence, when to evaluate) is the tracker's
   (tracker.py), shared with the vectorized engine;
 - with `train.checkpoint: epoch`, the whole loop state is saved at each epoch end and a
@@ -25,7 +29,7 @@ from lrsweep.datasets import Data
 from lrsweep.errors import LrsweepWarning
 from lrsweep.optimizers import build_optimizer
 from lrsweep.schedules import LRSchedule
-from lrsweep.training import checkpoint
+from lrsweep.training import checkpoint, noise_scale
 from lrsweep.training.batches import BatchSampler
 from lrsweep.training.evaluate import evaluate
 from lrsweep.training.setup import budget, init_model, uses_channels_last
@@ -65,11 +69,12 @@ def train(cfg: RunConfig, data: Data, device: torch.device, on_step: Optional[St
         model, opt, sched, batches, track = fresh()
 
     step = track.step
+    epoch_start = True  # a run starts, or resumes (checkpoints are written at epoch ends), with an epoch
     while step < bud.total_steps:
-        if step % bud.steps_per_epoch == 0:
+        if epoch_start:
             track.new_epoch(step)
         t0 = time.perf_counter()
-        idx = batches.indices(step)
+        idx = batches.indices(step, bud.batch_size_at(step))
         x, y = data.normalize(data.train_x[idx]), data.train_y[idx]
         if cl:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -84,13 +89,18 @@ def train(cfg: RunConfig, data: Data, device: torch.device, on_step: Optional[St
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))  # inf: measure, never clip
+        ns = t.noise_scale  # a sub-batch's gradient beside the step's, which stays the update's
+        noise = noise_scale.measure(model, x, y, ns) if ns is not None and noise_scale.measured(ns, step) else None
         opt.step()
         loss_v = loss.item()  # also syncs the device, so compute time is honest
         correct = (out.argmax(1) == y).sum().item()
         t2 = time.perf_counter()
         step += 1
 
-        decision = track.on_step(step, lr, loss_v, correct, float(gnorm), t1 - t0, t2 - t1)
+        if noise is not None:
+            track.on_noise(*noise)
+        decision = track.on_step(step, lr, loss_v, correct, float(gnorm), t1 - t0, t2 - t1, batch_size=len(idx))
+        epoch_start = decision.epoch_end
         if on_step is not None:
             on_step(step, bud.total_steps, loss_v, lr)
         if decision.evaluate:
@@ -98,8 +108,7 @@ def train(cfg: RunConfig, data: Data, device: torch.device, on_step: Optional[St
             sched.report(track.on_eval(vl, va))
         if decision.stop:
             break
-        if t.checkpoint == "epoch" and ckpt_path is not None and step % bud.steps_per_epoch == 0 \
-                and step < bud.total_steps:
+        if t.checkpoint == "epoch" and ckpt_path is not None and decision.epoch_end and step < bud.total_steps:
             try:
                 checkpoint.save(ckpt_path, {
                     "config_id": cid, "model": model.state_dict(), "optimizer": opt.state_dict(),

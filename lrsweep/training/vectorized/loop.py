@@ -10,6 +10,7 @@ optimizer state, settings): the others go on untouched and no compute is spent o
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from typing import Callable, Optional
 
@@ -19,6 +20,7 @@ from lrsweep.config import RunConfig
 from lrsweep.datasets import Data
 from lrsweep.results import RunStatus
 from lrsweep.schedules import LRSchedule
+from lrsweep.training import noise_scale
 from lrsweep.training.batches import BatchSampler
 from lrsweep.training.setup import Budget, budget, init_model, uses_channels_last
 from lrsweep.training.tracker import RunTracker, TrainedRun
@@ -130,14 +132,15 @@ def _block_end(step: int, active: list[_Member], bud: Budget, eval_every: int, s
     """The last step of the block that starts after `step` steps: at most sync_every steps, and
     ending at the next evaluation, the budget's end and any member's stop-after-target step, so
     that every evaluation and every early stop happens at its exact step. A member that has a
-    stop_after_target of a and has not reached its target yet caps the block at a + 1 steps (its
-    stop step, h + a for a target reached at h inside the block, is then at or after the end)."""
+    stop_after_target and has not reached its target yet is evaluated at the step it does (the
+    tracker asks for it): the block ends where its smoothed loss could first reach the target
+    (RunTracker.steps_until_target_possible), so the hit is at a block's end or in a later block."""
     end = min(step + sync_every, bud.total_steps, (step // eval_every + 1) * eval_every)
     for m in active:
         t, hit = m.cfg.train, m.track.hit_loss
         if t.stop_after_target is None or t.target_train_loss is None:
             continue
-        end = min(end, hit["step"] + t.stop_after_target if hit else step + t.stop_after_target + 1)
+        end = min(end, hit["step"] + t.stop_after_target if hit else step + m.track.steps_until_target_possible())
     return max(end, step + 1)
 
 
@@ -146,9 +149,12 @@ def _loop(cfgs, data, device, on_step, states, stack, bud: Budget, cl: bool) -> 
     and gradient norms stay on the device and are copied once per block, then fed to the
     trackers step by step. A member that diverges inside a block runs to the block's end (at
     most sync_every - 1 steps more, isolated from the others) and its steps past the divergence
-    are never recorded. On CUDA the block's compute time is spread evenly over its steps."""
+    are never recorded. On CUDA the block's compute time is spread evenly over its steps.
+    With train.noise_scale, a measured step's |G|^2 and tr(Sigma) estimates (noise_scale.py)
+    are two more rows of those numbers, copied with them."""
     eval_batch, eval_every = cfgs[0].train.eval_batch_size, bud.eval_every(cfgs[0])
     sync_every = cfgs[0].train.sync_every
+    ns = cfgs[0].train.noise_scale  # shared by the group (not a per-member field)
     opt = StackedOptimizer(stack.stacked(), [c.optimizer for c in cfgs])
     start = time.perf_counter()
     members = [_Member(c, bud, start) for c in cfgs]
@@ -168,12 +174,20 @@ def _loop(cfgs, data, device, on_step, states, stack, bud: Budget, cl: bool) -> 
             x, y, batched = _batch(data, samplers, seeds, which, step + k)
             t1 = time.perf_counter()
             losses, correct, grads = stack.train_step(x, y, batched, cl)
+            small = None  # train.noise_scale: a sub-batch's gradients, before the update
+            if ns is not None and noise_scale.measured(ns, step + k):
+                b = noise_scale.small_batch_size(ns, y.shape[-1])
+                small = stack.sub_batch_grads(x, y, batched, cl, b)
             with torch.no_grad():
                 gnorm = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)
+                row = [losses.double(), correct.double(), gnorm.double()]
+                if ns is not None:  # on the device, copied with the block's other numbers
+                    row += noise_scale.estimates(small, grads, b, y.shape[-1], stacked=True) if small is not None \
+                        else [torch.full_like(row[2], math.nan)] * 2
                 opt.step(lr_dev[k], grads)
-                stats.append(torch.stack([losses.double(), correct.double(), gnorm.double()]))
+                stats.append(torch.stack(row))
             times.append((t1 - t0, time.perf_counter() - t1))
-        host = torch.stack(stats).cpu().tolist()  # [steps, 3, members]: the block's one sync
+        host = torch.stack(stats).cpu().tolist()  # [steps, 3 (5 with noise_scale), members]: the block's one sync
         if device.type == "cuda":  # kernels ran asynchronously: only the block's total is known
             per = (time.perf_counter() - block_start - sum(d for d, _ in times)) / len(times)
             times = [(d, per) for d, _ in times]
@@ -181,7 +195,7 @@ def _loop(cfgs, data, device, on_step, states, stack, bud: Budget, cl: bool) -> 
 
         stopped: dict[int, int] = {}  # row -> step it stopped at
         to_eval = []
-        for k, (loss_l, correct_l, gn_l) in enumerate(host):
+        for k, (loss_l, correct_l, gn_l, *noise_l) in enumerate(host):
             s = step + k + 1
             if (s - 1) % bud.steps_per_epoch == 0:
                 for j, m in enumerate(active):
@@ -190,6 +204,8 @@ def _loop(cfgs, data, device, on_step, states, stack, bud: Budget, cl: bool) -> 
             for j, m in enumerate(active):
                 if j in stopped:
                     continue  # steps past a divergence are not this run's
+                if ns is not None and noise_scale.measured(ns, s - 1):
+                    m.track.on_noise(noise_l[0][j], noise_l[1][j])
                 d = m.track.on_step(s, lrs[k][j], loss_l[j], int(correct_l[j]), gn_l[j], *times[k], now=ends[k])
                 if (d.evaluate or (d.stop and m.track.status is RunStatus.COMPLETE)) and s != end:
                     raise RuntimeError(f"internal: step {s} needs the model inside a block ending at {end}")

@@ -25,6 +25,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from lrsweep.datasets import Data
 from lrsweep.training.evaluate import autocast as _autocast, evaluate
+from lrsweep.training.noise_scale import module_gradient, untouched_rng
 
 
 def _stack(tensors: list[torch.Tensor], channels_last: bool) -> torch.Tensor:
@@ -82,6 +83,17 @@ class VmapStack:
         losses.sum().backward()
         correct = (out.detach().argmax(-1) == y).sum(-1)  # [M]: y is [B] (shared) or [M, B]
         return losses.detach(), correct, [self.params[k].grad for k in self.names]
+
+    def sub_batch_grads(self, x, y, batched: bool, cl: bool, b: int) -> list[torch.Tensor]:
+        """train.noise_scale: the stacked gradients of the batch's first b examples, leaving
+        .grad, the buffers and the random state as they were (noise_scale.module_gradient)."""
+        xs, ys = (x[:, :b], y[:, :b]) if batched else (x[:b], y[:b])
+        if cl and not batched:
+            xs = xs.contiguous(memory_format=torch.channels_last)
+        buffers = {k: v.clone() for k, v in self.buffers.items()}
+        with untouched_rng(self.device):  # eager: another shape would recompile the compiled step's graph
+            losses, _ = self._train_forward(self.params, buffers, xs, ys, batched)
+        return list(torch.autograd.grad(losses.sum(), self.stacked()))
 
     @torch.no_grad()
     def evaluate(self, rows: list[int], n_active: int, data: Data, eb: int, cl: bool):
@@ -182,6 +194,18 @@ class ThreadStack:
         correct = torch.stack([r[1] for r in res])
         grads = [torch.stack([m.get_parameter(k).grad for m in self.models]) for k in self.names]
         return losses, correct, grads
+
+    def sub_batch_grads(self, x, y, batched: bool, cl: bool, b: int) -> list[torch.Tensor]:
+        """train.noise_scale: the stacked gradients of the batch's first b examples (each member's
+        as the sequential engine computes it, noise_scale.module_gradient)."""
+        def member(j):
+            xj, yj = (x[j, :b], y[j, :b]) if batched else (x[:b], y[:b])
+            if cl:
+                xj = xj.contiguous(memory_format=torch.channels_last)
+            return module_gradient(self.models[j], xj, yj, _autocast(self.device, self.precision))
+
+        res = self._map(member, list(range(len(self.models))))
+        return [torch.stack([r[i] for r in res]) for i in range(len(self.names))]
 
     def evaluate(self, rows: list[int], n_active: int, data: Data, eb: int, cl: bool):
         """(val losses, val accuracies) of members `rows`, each evaluated as the sequential engine does."""
