@@ -12,6 +12,14 @@ from pydantic import Field, model_validator
 from lrsweep.config.base import Strict
 
 
+def _exactly_one(section, names: tuple[str, ...], what: str) -> str:
+    """The one of `names` that is set (ValueError naming them when none or several are)."""
+    given = [k for k in names if getattr(section, k) is not None]
+    if len(given) != 1:
+        raise ValueError(f"give {what} as one of ({', '.join(names)})" + (f", got {', '.join(given)}" if given else ""))
+    return given[0]
+
+
 class NoiseScaleConfig(Strict):
     """McCandlish et al. 2018, appendix A: every `every` steps (the first at initialisation), the
     gradient of the step's first `small_batch` examples and the step's own gradient give unbiased
@@ -35,13 +43,10 @@ class BatchScheduleConfig(Strict):
 
     @model_validator(mode="after")
     def _one_of(self):
-        given = [k for k in ("epochs", "steps") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("give the milestones as one of (epochs, steps)"
-                             + (f", got {', '.join(given)}" if given else ""))
-        at = getattr(self, given[0])
+        given = _exactly_one(self, ("epochs", "steps"), "the milestones")
+        at = getattr(self, given)
         if not at or any(b <= a for a, b in zip(at, at[1:])) or at[0] <= 0:
-            raise ValueError(f"{given[0]}: expected increasing values > 0, got {at}")
+            raise ValueError(f"{given}: expected increasing values > 0, got {at}")
         return self
 
 
@@ -55,8 +60,5 @@ class StallConfig(Strict):
 
     @model_validator(mode="after")
     def _one_of(self):
-        given = [k for k in ("steps", "epochs") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("give when to judge as one of (steps, epochs)"
-                             + (f", got {', '.join(given)}" if given else ""))
+        _exactly_one(self, ("steps", "epochs"), "when to judge")
         return self
