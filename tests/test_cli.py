@@ -129,7 +129,7 @@ def test_library_parameter_errors_reach_the_user_as_flags(write_config, tmp_path
 
 
 @pytest.mark.parametrize("command, fragment", [
-    ("summarize", "table|csv|json|markdown"), ("predict", "linear|sqrt|power|surge|linear_rule|sqrt_rule"),
+    ("summarize", "table|csv|json|markdown"), ("predict", "linear|sqrt|power|surge|saturating|linear_rule|sqrt_rule"),
     ("run", "local|ray"), ("run", "auto|vectorized|sequential"), ("range-test", "exp|linear"),
 ])
 def test_help_lists_the_choices(command, fragment):

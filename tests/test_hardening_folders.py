@@ -48,7 +48,7 @@ GOOD = {"run_id": "abc", "status": "complete", "error": None, "axes": {"lr": 0.1
 
 
 @pytest.mark.parametrize("change, why", [
-    ({"status": "weird"}, "status 'weird' is not one of (complete, diverged, failed)"),
+    ({"status": "weird"}, "status 'weird' is not one of (complete, diverged, failed, stalled)"),
     ({"status": ["complete"]}, "status ['complete'] is not one of"),
     ({"axes": [1, 2]}, "axes is [1, 2], not an object"),
     ({"batch_size": None}, "batch_size is None, not an integer"),

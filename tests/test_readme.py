@@ -97,6 +97,11 @@ EXERCISED: dict[str, tuple[str, ...]] = {
                                   "test_cuda.py::test_two_workers_pinned_to_two_gpus"),
     "lrsweep run config.yaml --engine vectorized --max-members 16": (
         "test_engine.py::test_cli_engine_and_max_members_options",),
+    "lrsweep summarize runs/o11-small --metric *": ("test_surge_protocol.py::test_summarize_ranks_by_the_denoised_drop",
+                                                   "test_surge_protocol.py::test_val_loss_drop_after_target_reads_the_evaluations_at_the_target_and_the_stop"),
+    "COLUMNS=80 lrsweep summarize runs/mnist > summary.txt": (
+        "test_terminal.py::test_summarize_fits_80_columns_showing_every_lr_and_the_notes",
+        "test_terminal.py::test_a_log_is_160_columns_wide_unless_columns_says_otherwise"),
     "ray start *": ("test_readme.py::test_ray_start_takes_the_readme_flags",),
     "lrsweep bench *": ("test_readme.py::test_the_bench_commands_time_what_they_say",
                         "test_engine.py::test_bench_on_a_tiny_grid_writes_its_report"),
