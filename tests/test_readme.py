@@ -216,6 +216,7 @@ def test_make_targets_run_what_the_readme_says():
         "make test": lambda lines: lines[-1].endswith("-m pytest"),
         "make bench": lambda lines: lines[-1].endswith("lrsweep bench"),
         "make bench BENCH_ARGS=--quick": lambda lines: lines[-1].endswith("lrsweep bench --quick"),
+        "make reproduce REPRO_ARGS=--only=o11": lambda lines: lines[-1].endswith("docs/reproduce.py --only=o11"),
     }
     commands = commands_matching("make *")
     assert commands and set(commands) <= set(expect), f"a README make command without a check here: {set(commands) - set(expect)}"
