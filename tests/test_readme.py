@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import re
 import shlex
 import shutil
@@ -201,7 +202,11 @@ def test_the_readme_depends_on_nothing_outside_the_repository():
 
 def make_dry_run(*args: str) -> list[str]:
     """What `make` would run, every target rebuilt (-B), nothing executed (-n)."""
-    p = subprocess.run(["make", "-n", "-B", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+    # Under `make test` (CI) the outer make's MAKEFLAGS/MAKELEVEL would make this one print
+    # "make[1]: Entering directory" lines around the recipe: run it as a top-level make.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    p = subprocess.run(["make", "--no-print-directory", "-n", "-B", *args], cwd=REPO, capture_output=True, text=True,
+                       timeout=60, env=env)
     assert p.returncode == 0, p.stderr
     return p.stdout.strip().splitlines()
 
