@@ -139,31 +139,30 @@ class RunTracker:
                 for k, v in self.noise.columns().items():
                     self.metrics[k].append(v)
         if not math.isfinite(loss):
-            return self._diverged(StopReason.NONFINITE, f"loss {loss} at step {step} (first step: {self.initial_loss:.4g})")
+            return self._stopped(RunStatus.DIVERGED, StopReason.NONFINITE,
+                                 f"loss {loss} at step {step} (first step: {self.initial_loss:.4g})")
         d = t.divergence_smoothing
         self.div_ema = d * self.div_ema + (1 - d) * loss
         smoothed = self.div_ema / (1 - d ** (self.ema_steps + 1))
         if smoothed > t.divergence_factor * self.initial_loss:
-            return self._diverged(StopReason.BLOWUP, f"smoothed loss {smoothed:.4g} > {t.divergence_factor:g} x the first "
-                                                     f"step's {self.initial_loss:.4g} at step {step} (step loss {loss:.4g})")
+            return self._stopped(RunStatus.DIVERGED, StopReason.BLOWUP,
+                                 f"smoothed loss {smoothed:.4g} > {t.divergence_factor:g} x the first "
+                                 f"step's {self.initial_loss:.4g} at step {step} (step loss {loss:.4g})")
         self.win_loss += loss * B; self.win_correct += correct; self.win_n += B
         s = t.target_smoothing
         self.ema = s * self.ema + (1 - s) * loss
         self.ema_steps += 1
         at_target = False  # evaluate at the hit too: document 003's denoised judging compares the
         # val loss there with the one at the stop (analysis/metrics.val_loss_drop_after_target)
-        if self.hit_loss is None and t.target_train_loss is not None \
-                and self.ema / (1 - s ** self.ema_steps) <= t.target_train_loss:
+        smooth = self.ema / (1 - s ** self.ema_steps)  # bias-corrected: the target's and the stall rule's
+        if self.hit_loss is None and t.target_train_loss is not None and smooth <= t.target_train_loss:
             self.hit_loss = self._at(step, now)
             at_target = t.stop_after_target is not None
         if self.stall_from is not None and step >= self.stall_from:
-            level = (1 - t.stop_if_stalled.min_drop) * self.initial_loss
-            smooth = self.ema / (1 - s ** self.ema_steps)
-            if smooth > level:
-                self.status, self.stop_reason = RunStatus.STALLED, StopReason.STALLED
-                self.reason = (f"stalled: smoothed loss {smooth:.4g} at step {step} is not {t.stop_if_stalled.min_drop:.0%} "
-                               f"below the first step's {self.initial_loss:.4g} (train.stop_if_stalled)")
-                return StepDecision(evaluate=False, stop=True)
+            if smooth > (1 - t.stop_if_stalled.min_drop) * self.initial_loss:
+                return self._stopped(RunStatus.STALLED, StopReason.STALLED,
+                                     f"stalled: smoothed loss {smooth:.4g} at step {step} is not {t.stop_if_stalled.min_drop:.0%} "
+                                     f"below the first step's {self.initial_loss:.4g} (train.stop_if_stalled)")
         after = self.hit_loss is not None and t.stop_after_target is not None \
             and step >= self.hit_loss["step"] + t.stop_after_target
         if after:
@@ -187,8 +186,9 @@ class RunTracker:
         to be recorded: call before that step's on_step."""
         self.noise.add(self.step + 1, g2, trace)
 
-    def _diverged(self, why: str, message: str) -> StepDecision:
-        self.status, self.reason, self.stop_reason = RunStatus.DIVERGED, message, why
+    def _stopped(self, status: RunStatus, why: str, message: str) -> StepDecision:
+        """The run ends here as `status` (diverged, stalled): a result, not an error."""
+        self.status, self.reason, self.stop_reason = status, message, why
         return StepDecision(evaluate=False, stop=True)
 
     def on_eval(self, val_loss: float, val_acc: float) -> float:
